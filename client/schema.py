@@ -1,0 +1,120 @@
+"""The wire format, defined once. The server imports these models; nothing else describes JSON.
+
+Requests are validated strictly (wrong types are errors, not coerced), and every error message
+the server derives from them names the group, the completion and the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+SignalName = Literal["logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity"]
+Shaping = Literal["rank", "none"]
+GroupId = StrictStr | StrictInt | None
+TokenId = Annotated[StrictInt, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Message(_Strict):
+    role: StrictStr
+    content: StrictStr
+
+
+PROMPT_FORMS = ("prompt", "messages", "prompt_ids")
+COMPLETION_FORMS = ("completions", "completion_ids")
+
+
+class Group(_Strict):
+    """One prompt and the G completions sampled for it; rank shaping happens within a group."""
+
+    id: GroupId = None
+    prompt: StrictStr | None = None
+    messages: list[Message] | None = None
+    prompt_ids: list[TokenId] | None = None
+    completions: list[StrictStr] | None = None
+    completion_ids: list[list[TokenId]] | None = None
+
+    @model_validator(mode="after")
+    def _one_form_each(self) -> Group:
+        prompts = [f for f in PROMPT_FORMS if getattr(self, f) is not None]
+        if len(prompts) != 1:
+            got = ", ".join(prompts) or "none"
+            raise ValueError(f"give exactly one of {', '.join(PROMPT_FORMS)} (got {got})")
+        comps = [f for f in COMPLETION_FORMS if getattr(self, f) is not None]
+        if len(comps) != 1:
+            got = ", ".join(comps) or "none"
+            raise ValueError(f"give exactly one of {', '.join(COMPLETION_FORMS)} (got {got})")
+        if len(self.completion_list) == 0:
+            raise ValueError(f"{comps[0]} is empty: a group needs at least one completion")
+        return self
+
+    @property
+    def completion_list(self) -> list[Any]:
+        return self.completions if self.completions is not None else (self.completion_ids or [])
+
+
+class RewardsRequest(_Strict):
+    groups: list[Group] = Field(min_length=1)
+    shaping: Shaping = "rank"
+    signals: list[SignalName] = Field(default_factory=list)
+    temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        1.0, description="Divides the logits for the extra signals only; never for the reward."
+    )
+    min_weight_version: int | None = Field(
+        None, description="Refuse (409) unless the served weights are at least this version."
+    )
+    wait_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        0.0, description="How long to wait for min_weight_version before answering 409."
+    )
+    deadline_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+        None, description="Answer 504 without computing if scoring cannot start within this time."
+    )
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class GroupResult(BaseModel):
+    id: GroupId = None
+    rewards: list[float | None]
+    scores: list[float | None]
+    grad_norms: list[float | None]
+    num_tokens: list[int]
+    reasons: list[str | None] = Field(
+        description="Why a score is null (e.g. 'empty_completion'); null where a score exists."
+    )
+    signals: dict[str, list[float | None]] | None = None
+
+
+class RewardsResponse(BaseModel):
+    model: str
+    weight_version: int
+    groups: list[GroupResult]
+
+
+class ModelInfo(BaseModel):
+    model: str
+    weight_version: int
+    device: str
+    dtype: str
+    engine: str
+    num_parameters: int
+    num_scored_parameters: int
+    adapter: str | None = None
+    vocab_size: int
+    max_sequence_length: int
+    limits: dict[str, int] = Field(default_factory=dict)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    current_weight_version: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,56 @@
+"""Typed dependencies so handlers read as plain signatures."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from ..runtime import Runtime
+from ..served_model import ServedModel
+from ..settings import Settings
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_served(runtime: RuntimeDep) -> ServedModel:
+    return runtime.require_served()
+
+
+ServedDep = Annotated[ServedModel, Depends(get_served)]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def check_token(request: Request, expected: str) -> None:
+    """401 when no token was sent, 403 when a wrong one was; compared in constant time."""
+    given = bearer_token(request)
+    if given is None:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(403, "wrong bearer token")
+
+
+def require_api_token(request: Request, settings: SettingsDep) -> None:
+    if settings.api_token is not None:
+        check_token(request, settings.api_token.get_secret_value())
+
+
+ApiAuth = Depends(require_api_token)

@@ -1,0 +1,97 @@
+"""Every error leaves as JSON {"error": {"code", "message"}}; domain errors map to status here."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vigor_client.schema import ErrorDetail, ErrorResponse
+
+from .. import errors as e
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[e.VigorServiceError], int] = {
+    e.InvalidInputError: 422,
+    e.NotReadyError: 503,
+    e.ModelLoadError: 503,
+    e.StaleWeightsError: 409,
+    e.LimitExceededError: 413,
+    e.OverloadedError: 429,
+    e.DeadlineExceededError: 504,
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorDetail(code=code, message=message, **extra))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def format_loc(loc: tuple) -> str:
+    """('body', 'groups', 0, 'completion_ids', 2) → 'groups[0].completion_ids[2]'."""
+    out = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_one_form_each()]",):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def _validation_message(err: dict) -> str:
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type") == "json_invalid":
+        ctx = err.get("ctx", {}).get("error")
+        return f"body is not valid JSON{': ' + ctx if ctx else ''}"
+    return msg
+
+
+def status_for(exc: e.VigorServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            e.InputProblem(format_loc(tuple(err.get("loc", ()))), _validation_message(err))
+            for err in exc.errors()
+        ]
+        return error_response(422, "invalid_request", str(e.InvalidInputError(problems)))
+
+    @app.exception_handler(e.VigorServiceError)
+    async def _domain(request: Request, exc: e.VigorServiceError) -> JSONResponse:
+        status = status_for(exc)
+        headers, extra = None, {}
+        if isinstance(exc, e.OverloadedError):
+            headers = {"Retry-After": f"{max(1, round(exc.retry_after))}"}
+        if isinstance(exc, e.StaleWeightsError):
+            extra["current_weight_version"] = exc.current_version
+        if status >= 500 and status != 503:
+            log.error("%s on %s: %s", exc.code, request.url.path, exc.message)
+        return error_response(status, exc.code, exc.message, headers, **extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        code = codes.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unknown(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            500, "internal_error", f"internal error ({type(exc).__name__}); see the server log"
+        )

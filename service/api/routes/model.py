@@ -1,0 +1,28 @@
+"""What is being served."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from vigor_client.schema import ModelInfo
+
+from ..deps import ApiAuth, ServedDep, SettingsDep
+
+router = APIRouter(tags=["model"], dependencies=[ApiAuth])
+
+
+@router.get("/v1/model")
+async def model_info(served: ServedDep, settings: SettingsDep) -> ModelInfo:
+    return ModelInfo(
+        model=served.name,
+        weight_version=served.version,
+        device=str(served.device),
+        dtype=str(served.dtype).removeprefix("torch."),
+        engine=served.engine.name,
+        num_parameters=served.num_parameters(),
+        num_scored_parameters=served.num_scored_parameters(),
+        adapter=served.adapter,
+        vocab_size=served.vocab_size,
+        max_sequence_length=served.max_length,
+        limits={"max_batch_tokens": settings.max_batch_tokens},
+    )

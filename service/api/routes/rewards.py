@@ -1,0 +1,32 @@
+"""POST /v1/rewards: validate, tokenize, hand to the engine worker, answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from vigor_client.schema import ErrorResponse, RewardsRequest, RewardsResponse
+
+from ...scoring import score_request
+from ..deps import ApiAuth, RuntimeDep, ServedDep
+
+router = APIRouter(tags=["rewards"], dependencies=[ApiAuth])
+
+ERRORS = {
+    code: {"model": ErrorResponse, "description": why}
+    for code, why in [
+        (409, "the served weights are older than min_weight_version"),
+        (422, "invalid input; the message names the group, completion and field"),
+        (503, "the model is not loaded yet"),
+    ]
+}
+
+
+@router.post("/v1/rewards", responses=ERRORS)
+async def rewards(body: RewardsRequest, runtime: RuntimeDep, served: ServedDep) -> RewardsResponse:
+    if body.min_weight_version is not None:
+        await runtime.wait_for_version(body.min_weight_version, body.wait_s)
+    # Tokenizing a large request takes a while: keep it off the event loop.
+    sequences = await asyncio.to_thread(served.tokenization.sequences, body.groups)
+    return await runtime.worker.run(score_request, served, body, sequences)

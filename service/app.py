@@ -1,0 +1,37 @@
+"""Builds the FastAPI application; all state hangs off app.state.runtime."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from . import __version__
+from .api.errors import install_error_handlers
+from .api.routes import health, model, rewards
+from .models.loader import LoadedModel
+from .runtime import Runtime
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, loaded: LoadedModel | None = None) -> FastAPI:
+    """`loaded` skips loading from settings.model (tests pass an in-memory model)."""
+    runtime = Runtime(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runtime.start(loaded)
+        yield
+        runtime.shutdown()
+
+    app = FastAPI(
+        title="vigor-reward",
+        version=__version__,
+        summary="VIGOR gradient-norm rewards for RL post-training, as a service",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    for router in (health.router, model.router, rewards.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""Scoring maths: knows models and token ids, nothing of HTTP or settings."""

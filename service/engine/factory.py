@@ -1,0 +1,30 @@
+"""Building the configured gradient-norm engine."""
+
+from __future__ import annotations
+
+import torch
+
+from .reference import ReferenceEngine
+from .types import NormEngine
+
+
+def make_engine(name: str, *, max_batch_tokens: int, gradient_checkpointing: bool) -> NormEngine:
+    if name == "loop":
+        return ReferenceEngine()
+    if name == "batched":
+        from .batched import BatchedEngine
+
+        return BatchedEngine(
+            max_batch_tokens=max_batch_tokens, gradient_checkpointing=gradient_checkpointing
+        )
+    raise ValueError(f"unknown engine {name!r} (choose 'batched' or 'loop')")
+
+
+def check_engine_supports(
+    engine: NormEngine, model: torch.nn.Module, params: list[torch.nn.Parameter]
+) -> None:
+    """Refuse at load time a model the engine cannot score over every parameter."""
+    if getattr(engine, "name", None) == "batched":
+        from .norms.registry import check_supported
+
+        check_supported(model, params)

@@ -1,0 +1,70 @@
+"""Cheap intrinsic signals read off the completion-position logits of the scoring forward pass.
+
+Each function takes one sequence's logits at its completion positions (T × V, already divided by
+the temperature) and its target ids (T) and returns a float. They are used by every engine so
+that both report the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+SIGNAL_NAMES = ("logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity")
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types, the dtype itself when it is already float32 or float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits, dim=-1)
+    return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def logprob_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return _token_logprobs(logits, targets).sum().item()
+
+
+def logprob_mean(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return _token_logprobs(logits, targets).mean().item()
+
+
+def perplexity(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return math.exp(-logprob_mean(logits, targets))
+
+
+def entropy_mean(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    logp = torch.log_softmax(logits, dim=-1)
+    return (-(logp.exp() * logp).sum(-1)).mean().item()
+
+
+def self_certainty(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    # INTUITOR: mean over positions of KL(uniform ‖ p_t) = logsumexp(l) − mean(l) − log|V|.
+    vocab = logits.shape[-1]
+    kl = torch.logsumexp(logits, dim=-1) - logits.mean(dim=-1) - math.log(vocab)
+    return kl.mean().item()
+
+
+SIGNALS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
+    "logprob_sum": logprob_sum,
+    "logprob_mean": logprob_mean,
+    "entropy_mean": entropy_mean,
+    "self_certainty": self_certainty,
+    "perplexity": perplexity,
+}
+
+
+def compute_signals(
+    logits: torch.Tensor, targets: torch.Tensor, names: tuple[str, ...], temperature: float
+) -> dict[str, float | None]:
+    """Signals for one sequence; logits are upcast to float32 or better before any maths."""
+    if not names:
+        return {}
+    if logits.shape[0] == 0:
+        return dict.fromkeys(names)
+    scaled = logits.detach().to(accumulation_dtype(logits.dtype)) / temperature
+    return {name: SIGNALS[name](scaled, targets) for name in names}

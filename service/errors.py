@@ -1,0 +1,70 @@
+"""Domain errors. The HTTP layer maps each to a status code in one place (api/errors.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class VigorServiceError(Exception):
+    """Base class; `code` is the stable machine-readable error code sent to clients."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One thing wrong with a request: where (a path like groups[0].completion_ids[2]) and what."""
+
+    loc: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.message}" if self.loc else self.message
+
+
+class InvalidInputError(VigorServiceError):
+    code = "invalid_request"
+
+    def __init__(self, problems: list[InputProblem]) -> None:
+        self.problems = problems
+        shown = "; ".join(str(p) for p in problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        super().__init__(shown + more)
+
+
+class NotReadyError(VigorServiceError):
+    code = "not_ready"
+
+
+class ModelLoadError(VigorServiceError):
+    code = "model_load_failed"
+
+
+class StaleWeightsError(VigorServiceError):
+    code = "stale_weight_version"
+
+    def __init__(self, message: str, current_version: int) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+
+class LimitExceededError(VigorServiceError):
+    """A request over a configured size limit (413)."""
+
+    code = "limit_exceeded"
+
+
+class OverloadedError(VigorServiceError):
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(VigorServiceError):
+    code = "deadline_exceeded"

