@@ -24,6 +24,8 @@ def _flag(name: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigor-serve",
+        # No abbreviations: `--ho 0.0.0.0` must not slip past checks that look for `--host`.
+        allow_abbrev=False,
         description="Serve VIGOR gradient-norm rewards over HTTP. Every flag can also be set by "
         "the environment variable VIGOR_<FLAG> (e.g. VIGOR_PORT=9000).",
     )
@@ -77,17 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name} ready at {path}")
         return 0
 
-    import uvicorn
+    from .serve import serve
 
-    from .app import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
-    )
+    serve(settings)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "default"
@@ -54,4 +54,40 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Directories weight reloads may read from (repeatable); empty allows any.",
     )
+    admin_timeout_s: float = Field(
+        300.0, gt=0, description="Longest an admin call may take before it answers 504."
+    )
+    upload_ttl_s: float = Field(
+        300.0, gt=0, description="A staged weight push not touched for this long is dropped."
+    )
+    max_staged_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Bound on weight bytes held before they are applied (staged pushes, reloads "
+        "being read); default twice the model's size.",
+    )
+    max_queue: int = Field(
+        256, gt=0, description="Scoring requests that may wait; one more answers 429."
+    )
+    batch_window_ms: float = Field(
+        5.0, ge=0, description="How long the scheduler waits for more requests to coalesce."
+    )
+    max_request_bytes: int = Field(
+        32 << 20, gt=0, description="Largest scoring request body (weight pushes excepted)."
+    )
+    max_groups: int = Field(1024, gt=0, description="Most groups in one scoring request.")
+    max_completions_per_group: int = Field(512, gt=0, description="Most completions in one group.")
+    max_sequence_tokens: int | None = Field(
+        None, gt=0, description="Longest prompt + completion; default and cap: the model's context."
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("admin_token", "api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value):
+        # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token".
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if raw is None or (isinstance(raw, str) and not raw.strip()) else value

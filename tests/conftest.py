@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from .servers import ProcessServer, test_cache_dir
+from .servers import ProcessServer, shared_cache_dir
 
 
 @pytest.fixture(scope="session")
 def default_model_dir():
     from vigor_service.models.default_model import prepare_default_model
 
-    return prepare_default_model(test_cache_dir())
+    return prepare_default_model(shared_cache_dir())
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ class ThreadServer:
         self.thread.join(timeout=30)
 
 
-def test_cache_dir() -> Path:
+def shared_cache_dir() -> Path:
     """Shared with the README's serve command so the default model is converted once."""
     env = os.environ.get("VIGOR_TEST_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "vigor-reward"
@@ -70,7 +70,7 @@ class ProcessServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [sys.executable, "-m", "vigor_service.cli", "--port", str(self.port), *args]
         if "--cache-dir" not in args:
-            self.args += ["--cache-dir", str(test_cache_dir())]
+            self.args += ["--cache-dir", str(shared_cache_dir())]
         self.env = {**os.environ, **(env or {})}
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None

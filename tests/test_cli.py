@@ -43,3 +43,15 @@ def test_invalid_values_exit_with_a_message(capsys):
 def test_prepare_only_reports_a_missing_model_dir(tmp_path, capsys):
     assert main(["--prepare-only", "--model", str(tmp_path / "nope")]) == 1
     assert "not a local Hugging Face model directory" in capsys.readouterr().err
+
+
+def test_empty_tokens_mean_no_token(monkeypatch):
+    monkeypatch.setenv("VIGOR_API_TOKEN", "")
+    monkeypatch.setenv("VIGOR_ADMIN_TOKEN", "  ")
+    settings, _ = settings_from_args([])
+    assert settings.api_token is None and settings.admin_token is None
+
+
+def test_flags_cannot_be_abbreviated():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--ho", "0.0.0.0"])
