@@ -17,10 +17,21 @@ from .errors import (
     VigorServerError,
     VigorTimeoutError,
 )
-from .schema import Group, GroupResult, Message, ModelInfo, RewardsRequest, RewardsResponse
+from .replicas import AsyncVigorReplicas, VigorReplicas, WeightSyncError, aconnect, connect
+from .schema import (
+    Group,
+    GroupResult,
+    Message,
+    ModelInfo,
+    RewardsRequest,
+    RewardsResponse,
+    UploadStatus,
+    WeightUpdate,
+)
 
 __all__ = [
     "AsyncVigorClient",
+    "AsyncVigorReplicas",
     "AuthenticationError",
     "DeadlineExceededError",
     "Group",
@@ -36,10 +47,16 @@ __all__ = [
     "RewardsRequest",
     "RewardsResponse",
     "StaleWeightsError",
+    "UploadStatus",
     "VigorClient",
     "VigorConnectionError",
     "VigorError",
     "VigorProtocolError",
+    "VigorReplicas",
     "VigorServerError",
     "VigorTimeoutError",
+    "WeightSyncError",
+    "WeightUpdate",
+    "aconnect",
+    "connect",
 ]

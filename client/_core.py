@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,12 +17,15 @@ from .errors import (
     VigorServerError,
     VigorTimeoutError,
 )
-from .schema import Group, RewardsRequest
+from .schema import AdapterRequest, CommitRequest, Group, ReloadRequest, RewardsRequest
 
 T = TypeVar("T", bound=BaseModel)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+SEND_CHUNK = 1 << 20
+# Admin calls: above the server's own bound (--admin-timeout-s, 300 s), which answers first.
+DEFAULT_ADMIN_TIMEOUT = 330.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class PreparedRequest:
     method: str
     path: str
     json: Any = None
-    content: bytes | None = None
+    content: Any = None  # bytes, or a body of parts (`.parts`, `.length`) sent without copying
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
@@ -98,7 +101,7 @@ class RequestCore:
     def post_bytes(
         self,
         path: str,
-        content: bytes,
+        content: Any,
         *,
         params: dict[str, Any] | None = None,
         admin: bool = True,
@@ -109,18 +112,98 @@ class RequestCore:
             "POST", path, content=content, headers=headers, params=params or {}, timeout=timeout
         )
 
+    # --- the weight plane (/admin, admin token) -------------------------------------------
+    def reload_weights(
+        self, path: str, *, version: int | None, full: bool, allow_cast: bool, timeout: float
+    ) -> PreparedRequest:
+        body = ReloadRequest(path=path, version=version, full=full, allow_cast=allow_cast)
+        return self.post(
+            "/admin/weights/reload", body.model_dump(mode="json"), admin=True, timeout=timeout
+        )
+
+    def push_weights(
+        self, content: Any, *, version: int | None, full: bool, timeout: float
+    ) -> PreparedRequest:
+        params = _params(version=version, full=full)
+        return self.post_bytes("/admin/weights/push", content, params=params, timeout=timeout)
+
+    def create_upload(self, *, timeout: float) -> PreparedRequest:
+        return self.post("/admin/weights/uploads", admin=True, timeout=timeout)
+
+    def stage_bucket(self, upload_id: str, content: Any, *, timeout: float) -> PreparedRequest:
+        path = f"/admin/weights/uploads/{upload_id}/buckets"
+        return self.post_bytes(path, content, timeout=timeout)
+
+    def commit_upload(
+        self, upload_id: str, *, version: int | None, full: bool, timeout: float
+    ) -> PreparedRequest:
+        body = CommitRequest(version=version, full=full).model_dump(mode="json")
+        path = f"/admin/weights/uploads/{upload_id}/commit"
+        return self.post(path, body, admin=True, timeout=timeout)
+
+    def abort_upload(self, upload_id: str, *, timeout: float) -> PreparedRequest:
+        path = f"/admin/weights/uploads/{upload_id}"
+        return PreparedRequest("DELETE", path, headers=self.auth_headers(True), timeout=timeout)
+
+    def load_adapter(
+        self,
+        path: str,
+        *,
+        version: int | None,
+        name: str | None,
+        allow_cast: bool,
+        timeout: float,
+    ) -> PreparedRequest:
+        body = AdapterRequest(path=path, version=version, name=name, allow_cast=allow_cast)
+        return self.post(
+            "/admin/adapter", body.model_dump(mode="json"), admin=True, timeout=timeout
+        )
+
+    def push_adapter(
+        self,
+        content: Any,
+        *,
+        version: int | None,
+        name: str | None,
+        allow_cast: bool,
+        timeout: float,
+    ) -> PreparedRequest:
+        params = _params(version=version, name=name, allow_cast=allow_cast)
+        return self.post_bytes("/admin/adapter", content, params=params, timeout=timeout)
+
+    def unload_adapter(self, *, version: int | None, timeout: float) -> PreparedRequest:
+        return PreparedRequest(
+            "DELETE",
+            "/admin/adapter",
+            headers=self.auth_headers(True),
+            params=_params(version=version),
+            timeout=timeout,
+        )
+
     def build(
         self, client: httpx.Client | httpx.AsyncClient, req: PreparedRequest
     ) -> httpx.Request:
         extensions = {}
         if req.timeout is not None:
             extensions["timeout"] = httpx.Timeout(req.timeout, connect=10.0).as_dict()
+        content, headers = req.content, req.headers
+        parts, length = None, 0
+        if content is not None and not isinstance(content, bytes | bytearray):
+            parts, length = content.parts, content.length  # a TensorBody: sent zero-copy
+        elif content is not None and len(content) > SEND_CHUNK:
+            parts, length = [content], len(content)
+        if parts is not None:
+            # Sent in slices: httpcore re-slices one big buffer on every partial send, which
+            # makes a single 256 MB write quadratic (~60 MB/s on loopback).
+            asynchronous = isinstance(client, httpx.AsyncClient)
+            content = _aslices(parts) if asynchronous else _slices(parts)
+            headers = {**headers, "Content-Length": str(length)}
         return client.build_request(
             req.method,
             self.base_url + req.path,
             json=req.json,
-            content=req.content,
-            headers=req.headers,
+            content=content,
+            headers=headers,
             params=req.params or None,
             extensions=extensions,
         )
@@ -155,6 +238,27 @@ class RequestCore:
             current_weight_version=version,
             retry_after=float(retry_after) if retry_after else None,
         )
+
+
+def _slices(parts: Sequence[bytes | memoryview]) -> Iterator[memoryview]:
+    for part in parts:
+        view = memoryview(part).cast("B")
+        for start in range(0, len(view), SEND_CHUNK):
+            yield view[start : start + SEND_CHUNK]
+
+
+async def _aslices(parts: Sequence[bytes | memoryview]) -> AsyncIterator[memoryview]:
+    for piece in _slices(parts):
+        yield piece
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    """Query parameters, None left out and booleans as true/false."""
+    out = {}
+    for key, value in values.items():
+        if value is not None:
+            out[key] = str(value).lower() if isinstance(value, bool) else value
+    return out
 
 
 def translate_transport_error(exc: httpx.HTTPError, url: str) -> VigorConnectionError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -10,10 +11,11 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from ._core import DEFAULT_TIMEOUT, DEFAULT_URL, PreparedRequest, RequestCore
+from ._core import DEFAULT_ADMIN_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_URL, PreparedRequest, RequestCore
 from ._core import translate_transport_error as _transport_error
+from ._weights import DEFAULT_BUCKET_BYTES, adapter_body, drive_async, drive_sync, push_plan
 from .errors import VigorConnectionError, VigorServerError, VigorTimeoutError
-from .schema import Group, ModelInfo, RewardsResponse
+from .schema import Group, ModelInfo, RewardsResponse, WeightUpdate
 
 T = TypeVar("T", bound=BaseModel)
 GroupLike = Group | Mapping[str, Any]
@@ -75,6 +77,91 @@ class VigorClient(_ClientBase):
             time.sleep(poll)
         return self.model_info()
 
+    # --- the weight plane (needs the admin token) ----------------------------------------
+    def reload_weights(
+        self,
+        path: str | os.PathLike[str],
+        version: int | None = None,
+        *,
+        full: bool = True,
+        allow_cast: bool = False,
+        timeout: float = DEFAULT_ADMIN_TIMEOUT,
+    ) -> WeightUpdate:
+        """Load a checkpoint (HF directory or .safetensors file) from the server's own disk."""
+        req = self._core.reload_weights(
+            os.fspath(path), version=version, full=full, allow_cast=allow_cast, timeout=timeout
+        )
+        return self._call(req, WeightUpdate)
+
+    def push_weights(
+        self,
+        model_or_state_dict: Any,
+        version: int | None = None,
+        *,
+        bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+        full: bool | None = None,
+        cast: bool = True,
+        progress: bool = True,
+        timeout: float = DEFAULT_ADMIN_TIMEOUT,
+    ) -> WeightUpdate:
+        """Send weights over HTTP in buckets of at most `bucket_bytes`, then commit them as one
+        swap. `full` (default: True for a module, False for a dict) requires every parameter;
+        `cast` converts floating tensors to the served dtype first. Buckets are sent straight
+        from the tensors' memory: do not modify them until this returns. Needs torch."""
+        plan = push_plan(
+            self._core,
+            model_or_state_dict,
+            version=version,
+            bucket_bytes=bucket_bytes,
+            full=full,
+            cast=cast,
+            progress=progress,
+            timeout=timeout,
+        )
+        return drive_sync(plan, self._step)
+
+    def load_adapter(
+        self,
+        source: Any,
+        version: int | None = None,
+        *,
+        config: Any = None,
+        name: str | None = None,
+        allow_cast: bool = True,
+        timeout: float = DEFAULT_ADMIN_TIMEOUT,
+    ) -> WeightUpdate:
+        """Attach a PEFT LoRA adapter: a directory path on the server's disk, a peft model, or a
+        dict of LoRA tensors with its `config`. Scores then differentiate the LoRA weights only."""
+        if isinstance(source, str | os.PathLike):
+            req = self._core.load_adapter(
+                os.fspath(source),
+                version=version,
+                name=name,
+                allow_cast=allow_cast,
+                timeout=timeout,
+            )
+        else:
+            req = self._core.push_adapter(
+                adapter_body(source, config),
+                version=version,
+                name=name,
+                allow_cast=allow_cast,
+                timeout=timeout,
+            )
+        return self._call(req, WeightUpdate)
+
+    def unload_adapter(
+        self, version: int | None = None, *, timeout: float = DEFAULT_ADMIN_TIMEOUT
+    ) -> WeightUpdate:
+        """Remove the adapter: the base model is served (and scored in full) again."""
+        return self._call(self._core.unload_adapter(version=version, timeout=timeout), WeightUpdate)
+
+    def _step(self, req: PreparedRequest, model: type[T] | None) -> T | None:
+        if model is not None:
+            return self._call(req, model)
+        self._core.raise_for_error(self._send(req))
+        return None
+
     def close(self) -> None:
         self._http.close()
 
@@ -120,6 +207,80 @@ class AsyncVigorClient(_ClientBase):
                 raise VigorTimeoutError(f"{self.base_url} was not ready within {timeout:g} s")
             await asyncio.sleep(poll)
         return await self.model_info()
+
+    async def reload_weights(
+        self,
+        path: str | os.PathLike[str],
+        version: int | None = None,
+        *,
+        full: bool = True,
+        allow_cast: bool = False,
+        timeout: float = DEFAULT_ADMIN_TIMEOUT,
+    ) -> WeightUpdate:
+        req = self._core.reload_weights(
+            os.fspath(path), version=version, full=full, allow_cast=allow_cast, timeout=timeout
+        )
+        return await self._call(req, WeightUpdate)
+
+    async def push_weights(
+        self,
+        model_or_state_dict: Any,
+        version: int | None = None,
+        *,
+        bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+        full: bool | None = None,
+        cast: bool = True,
+        progress: bool = True,
+        timeout: float = DEFAULT_ADMIN_TIMEOUT,
+    ) -> WeightUpdate:
+        plan = push_plan(
+            self._core,
+            model_or_state_dict,
+            version=version,
+            bucket_bytes=bucket_bytes,
+            full=full,
+            cast=cast,
+            progress=progress,
+            timeout=timeout,
+        )
+        return await drive_async(plan, self._step)
+
+    async def load_adapter(
+        self,
+        source: Any,
+        version: int | None = None,
+        *,
+        config: Any = None,
+        name: str | None = None,
+        allow_cast: bool = True,
+        timeout: float = DEFAULT_ADMIN_TIMEOUT,
+    ) -> WeightUpdate:
+        if isinstance(source, str | os.PathLike):
+            req = self._core.load_adapter(
+                os.fspath(source),
+                version=version,
+                name=name,
+                allow_cast=allow_cast,
+                timeout=timeout,
+            )
+        else:
+            body = await asyncio.to_thread(adapter_body, source, config)
+            req = self._core.push_adapter(
+                body, version=version, name=name, allow_cast=allow_cast, timeout=timeout
+            )
+        return await self._call(req, WeightUpdate)
+
+    async def unload_adapter(
+        self, version: int | None = None, *, timeout: float = DEFAULT_ADMIN_TIMEOUT
+    ) -> WeightUpdate:
+        req = self._core.unload_adapter(version=version, timeout=timeout)
+        return await self._call(req, WeightUpdate)
+
+    async def _step(self, req: PreparedRequest, model: type[T] | None) -> T | None:
+        if model is not None:
+            return await self._call(req, model)
+        self._core.raise_for_error(await self._send(req))
+        return None
 
     async def aclose(self) -> None:
         await self._http.aclose()

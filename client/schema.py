@@ -110,6 +110,40 @@ class ModelInfo(BaseModel):
     limits: dict[str, int] = Field(default_factory=dict)
 
 
+class OpenRLHFRequest(_Strict):
+    """OpenRLHF's remote reward request (`--remote_rm_url http://host:port/get_reward`).
+
+    `query[i]` is prompt + response decoded with special tokens; `prompts[i]` is the prompt text
+    it starts with. Samples with identical prompts form one group. An empty batch is valid:
+    OpenRLHF sends one when it shards fewer samples than it has reward URLs.
+    """
+
+    query: list[StrictStr]
+    prompts: list[StrictStr]
+    labels: list[Any] | None = Field(None, description="Ground-truth labels; VIGOR ignores them.")
+    metas: list[Any] | None = Field(None, description="Sent by some OpenRLHF versions; ignored.")
+
+    @model_validator(mode="after")
+    def _aligned(self) -> OpenRLHFRequest:
+        n = len(self.query)
+        for name in ("prompts", "labels", "metas"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} items but query has {n}")
+        return self
+
+
+class OpenRLHFResponse(BaseModel):
+    """What OpenRLHF reads: `rewards` (advantages), `scores` (dynamic filtering, logging) and
+    `extra_logs` (one float per sample, averaged into its training logs)."""
+
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]]
+    model: str | None = None
+    weight_version: int | None = None
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
@@ -118,3 +152,67 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# --- the weight plane (/admin) ---------------------------------------------------------------
+WeightVersion = Annotated[StrictInt, Field(ge=0)]
+
+
+class ReloadRequest(_Strict):
+    """POST /admin/weights/reload: read a checkpoint the server can see on its own disk."""
+
+    path: StrictStr = Field(
+        description="Absolute path of a Hugging Face checkpoint directory (model.safetensors, or "
+        "sharded with model.safetensors.index.json) or of one .safetensors file."
+    )
+    version: WeightVersion | None = Field(
+        None, description="The new weight version; must exceed the served one. Default: +1."
+    )
+    full: bool = Field(
+        True, description="Every parameter must be present (false: replace only those given)."
+    )
+    allow_cast: bool = Field(
+        False,
+        description="Cast floating tensors to the served dtype (as start-up loading does); by "
+        "default a dtype other than the served one is refused.",
+    )
+
+
+class CommitRequest(_Strict):
+    """POST /admin/weights/uploads/{upload_id}/commit: apply everything staged, atomically."""
+
+    version: WeightVersion | None = None
+    full: bool = Field(False, description="Refuse unless every parameter was staged.")
+
+
+class AdapterRequest(_Strict):
+    """POST /admin/adapter (JSON form): a PEFT LoRA adapter directory on the server's disk."""
+
+    path: StrictStr = Field(description="Directory with adapter_config.json and its safetensors.")
+    version: WeightVersion | None = None
+    name: StrictStr | None = Field(None, description="Shown in /v1/model; default: the dir name.")
+    allow_cast: bool = Field(
+        True, description="Cast adapter tensors to the dtype peft gives the LoRA parameters."
+    )
+
+
+class WeightUpdate(BaseModel):
+    """What an admin call changed: the served weights are now `weight_version`."""
+
+    operation: Literal["reload", "push", "commit", "adapter_load", "adapter_unload"]
+    weight_version: int
+    previous_version: int
+    tensors: int = Field(description="Tensors written (a tied pair counts once).")
+    bytes: int
+    seconds: float = Field(description="Server time from the request to the swap.")
+    adapter: str | None = None
+
+
+class UploadStatus(BaseModel):
+    """A bucketed push in progress: stage buckets, then commit (or abort)."""
+
+    upload_id: str
+    tensors: int
+    bytes: int
+    expires_in_s: float = Field(description="Dropped unless a bucket or commit arrives by then.")
+    state: Literal["open", "aborted"] = "open"

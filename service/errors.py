@@ -68,3 +68,39 @@ class OverloadedError(VigorServiceError):
 
 class DeadlineExceededError(VigorServiceError):
     code = "deadline_exceeded"
+
+
+class WeightsRejectedError(VigorServiceError):
+    """A checkpoint, push or adapter that cannot be applied (422); the message names the tensor."""
+
+    code = "weights_rejected"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "; ".join(problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        super().__init__(shown + more + "; the served weights are unchanged")
+
+
+class VersionConflictError(StaleWeightsError):
+    """A weight version that is not above the served one (409)."""
+
+    code = "version_conflict"
+
+
+class PathNotAllowedError(VigorServiceError):
+    """A reload path outside the operator's --allowed-weights-dir directories (403)."""
+
+    code = "path_not_allowed"
+
+
+class UploadNotFoundError(VigorServiceError):
+    """A push upload id that does not exist: never created, aborted, committed or expired (404)."""
+
+    code = "upload_not_found"
+
+
+class NoAdapterError(VigorServiceError):
+    """Unloading an adapter when none is loaded (404)."""
+
+    code = "no_adapter"

@@ -18,10 +18,17 @@ R = TypeVar("R")
 class EngineWorker:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigor-engine")
+        self.pending = 0  # jobs queued or running via run(): the queue depth in /metrics
 
     async def run(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        self.pending += 1
+        try:
+            return await loop.run_in_executor(
+                self._executor, functools.partial(fn, *args, **kwargs)
+            )
+        finally:
+            self.pending -= 1
 
     def run_blocking(self, fn: Callable[..., R], *args: Any) -> R:
         return self._executor.submit(fn, *args).result()

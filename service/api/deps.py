@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -10,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from ..runtime import Runtime
 from ..served_model import ServedModel
 from ..settings import Settings
+from ..weights import WeightPlane
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -54,3 +56,34 @@ def require_api_token(request: Request, settings: SettingsDep) -> None:
 
 
 ApiAuth = Depends(require_api_token)
+
+
+def is_loopback(host: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    """The admin token when one is configured; without one, loopback clients only."""
+    if settings.admin_token is not None:
+        check_token(request, settings.admin_token.get_secret_value())
+    elif not is_loopback(request.client.host if request.client else None):
+        raise HTTPException(
+            403,
+            "admin routes answer only loopback clients when no admin token is configured "
+            "(--admin-token)",
+        )
+
+
+AdminAuth = Depends(require_admin)
+
+
+def get_weights(runtime: RuntimeDep) -> WeightPlane:
+    return runtime.weights
+
+
+WeightsDep = Annotated[WeightPlane, Depends(get_weights)]

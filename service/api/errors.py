@@ -23,6 +23,10 @@ STATUS: dict[type[e.VigorServiceError], int] = {
     e.LimitExceededError: 413,
     e.OverloadedError: 429,
     e.DeadlineExceededError: 504,
+    e.WeightsRejectedError: 422,
+    e.PathNotAllowedError: 403,
+    e.UploadNotFoundError: 404,
+    e.NoAdapterError: 404,
 }
 
 

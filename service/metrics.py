@@ -1,0 +1,127 @@
+"""Prometheus metrics, one registry per app (several apps in one process never clash).
+
+Request counts and latencies come from a pure ASGI middleware (it does not buffer bodies, so a
+multi-GB weight push streams through untouched); the gauges read the runtime when scraped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .errors import VigorServiceError
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "vigor_http_requests", "HTTP requests by route and status.",
+            ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "vigor_http_request_duration_seconds", "HTTP request latency by route.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tokens_scored = Counter(
+            "vigor_tokens_scored", "Completion tokens scored (gradient-norm targets).", registry=r
+        )
+        self.completions_scored = Counter(
+            "vigor_completions_scored", "Completions scored.", registry=r
+        )
+        self.weight_seconds = Histogram(
+            "vigor_weight_update_duration_seconds",
+            "Duration of weight-plane operations (reload, push, commit, adapter) that succeeded.",
+            ["operation"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.weight_failures = Counter(
+            "vigor_weight_update_failures", "Weight-plane operations refused or failed, by code.",
+            ["operation", "code"], registry=r,
+        )  # fmt: skip
+        self.weight_bytes = Counter(
+            "vigor_weight_bytes_received", "Tensor bytes received by weight-plane operations.",
+            ["operation"], registry=r,
+        )  # fmt: skip
+        self.weight_version = Gauge(
+            "vigor_weight_version", "The served weight version (-1 before the model is loaded).",
+            registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "vigor_queue_depth", "Jobs waiting for or running on the engine worker.", registry=r
+        )
+        self.staged_bytes = Gauge(
+            "vigor_weight_staged_bytes", "Weight bytes held before they are applied.", registry=r
+        )
+        self.ready = Gauge("vigor_ready", "1 once the model serves, else 0.", registry=r)
+
+    def bind(self, runtime: Runtime) -> Metrics:
+        """The gauges read the runtime at scrape time."""
+        self.weight_version.set_function(
+            lambda: runtime.served.version if runtime.served is not None else -1
+        )
+        self.queue_depth.set_function(
+            lambda: runtime.worker.pending + (runtime.scheduler.depth if runtime.scheduler else 0)
+        )
+        self.staged_bytes.set_function(lambda: runtime.weights.staging.staged_bytes)
+        self.ready.set_function(lambda: 1.0 if runtime.ready else 0.0)
+        return self
+
+    def count_scored(self, groups) -> None:
+        """Completions and their tokens, from a response's groups."""
+        self.completions_scored.inc(sum(len(g.num_tokens) for g in groups))
+        self.tokens_scored.inc(sum(sum(g.num_tokens) for g in groups))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    @contextmanager
+    def weight_operation(self, operation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except VigorServiceError as exc:
+            self.weight_failures.labels(operation, exc.code).inc()
+            raise
+        except BaseException:
+            self.weight_failures.labels(operation, "internal_error").inc()
+            raise
+        self.weight_seconds.labels(operation).observe(time.perf_counter() - start)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request under its route template (never the raw path)."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics = self.metrics
+            metrics.requests.labels(route, scope["method"], str(status)).inc()
+            metrics.latency.labels(route, scope["method"]).observe(time.perf_counter() - start)

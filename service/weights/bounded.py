@@ -1,0 +1,125 @@
+"""Bounded execution for admin calls: a deadline, threads told to stop, worker jobs called off.
+
+No admin call may hang the server or answer "failed" and then take effect later: blocking reads
+run in threads that stop at the deadline, and a swap queued behind long scoring passes is called
+off (never run) when it has not started by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from ..errors import DeadlineExceededError, WeightsRejectedError
+from ..worker import EngineWorker
+from .sources import Cancelled
+from .staging import StagingArea
+
+R = TypeVar("R")
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def expired(self, what: str) -> DeadlineExceededError:
+        return DeadlineExceededError(
+            f"{what} did not finish within {self.seconds:g} s (--admin-timeout-s); "
+            "the served weights are unchanged"
+        )
+
+    async def wait(self, aw: Awaitable[R], what: str) -> R:
+        try:
+            return await asyncio.wait_for(aw, self.left())
+        except TimeoutError:
+            raise self.expired(what) from None
+
+
+class Gate:
+    """Lets a job queued on the worker be called off until the moment it starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = "queued"
+
+    def cancel(self) -> bool:
+        """True when the job will not run; False when it has already started."""
+        with self._lock:
+            if self._state == "queued":
+                self._state = "cancelled"
+            return self._state == "cancelled"
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self._state == "cancelled":
+                return None
+            self._state = "started"
+        return fn(*args)
+
+
+async def in_thread(deadline: Deadline, what: str, fn: Callable[..., R], *args: Any) -> R:
+    """`fn(*args, cancel)` in a thread; past the deadline `cancel` is set and we answer 504."""
+    cancel = threading.Event()
+    try:
+        return await deadline.wait(asyncio.to_thread(fn, *args, cancel), what)
+    except Cancelled:
+        raise deadline.expired(what) from None
+    finally:
+        cancel.set()
+
+
+async def on_worker(
+    worker: EngineWorker, deadline: Deadline, what: str, fn: Callable[..., R], *args: Any
+) -> R:
+    """`fn` on the engine worker, or not at all when it cannot start before the deadline."""
+    gate = Gate()
+    task = asyncio.ensure_future(worker.run(gate.run, fn, *args))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), deadline.left())
+    except TimeoutError:
+        if gate.cancel():
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise DeadlineExceededError(
+                f"the engine stayed busy past the {deadline.seconds:g} s deadline; {what} "
+                "was not applied and the served weights are unchanged"
+            ) from None
+        return await task  # already running: a copy is short, let it finish
+
+
+async def read_body(request: Request, deadline: Deadline, staging: StagingArea) -> bytearray:
+    """The whole body in one buffer, its size reserved against the staging bound before reading.
+
+    The caller releases `len(buffer)` from `staging` once done with it.
+    """
+    length = request.headers.get("content-length", "")
+    if not length.isdigit():
+        raise WeightsRejectedError(["a weights body needs a Content-Length header"])
+    n = int(length)
+    staging.reserve(n)
+    try:
+        buf, at = bytearray(n), 0
+
+        async def fill() -> None:
+            nonlocal at
+            async for chunk in request.stream():
+                if at + len(chunk) > n:
+                    raise WeightsRejectedError(["the body is longer than its Content-Length"])
+                buf[at : at + len(chunk)] = chunk
+                at += len(chunk)
+
+        await deadline.wait(fill(), "receiving the body")
+        if at != n:
+            raise WeightsRejectedError([f"the body ended after {at} of {n} bytes"])
+        return buf
+    except BaseException:
+        staging.release(n)
+        raise
