@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import __version__
+from .api.body_limit import BodyLimitMiddleware
 from .api.errors import install_error_handlers
-from .api.routes import health, model, rewards
+from .api.routes import admin, health, metrics, model, openrlhf, rewards
+from .metrics import MetricsMiddleware
 from .models.loader import LoadedModel
 from .runtime import Runtime
 from .settings import Settings
@@ -22,7 +24,8 @@ def create_app(settings: Settings | None = None, *, loaded: LoadedModel | None =
     async def lifespan(app: FastAPI):
         runtime.start(loaded)
         yield
-        runtime.shutdown()
+        await runtime.drain(runtime.settings.drain_timeout_s)
+        await runtime.aclose()
 
     app = FastAPI(
         title="vigor-reward",
@@ -32,6 +35,13 @@ def create_app(settings: Settings | None = None, *, loaded: LoadedModel | None =
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (health.router, model.router, rewards.router):
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=runtime.settings.max_request_bytes,
+        exempt_prefixes=("/admin/",),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
+    routers = (health, model, rewards, openrlhf, admin, metrics)
+    for router in (r.router for r in routers):
         app.include_router(router)
     return app

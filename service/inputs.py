@@ -115,7 +115,7 @@ class Tokenization:
                         InputProblem(
                             f"{loc}.{form}[{j}]",
                             f"sequence of {total} tokens (prompt {len(prompt)} + completion "
-                            f"{len(comp)}) exceeds the model's maximum of {self.max_length}",
+                            f"{len(comp)}) exceeds max_sequence_tokens={self.max_length}",
                         )
                     )
                 seqs.append(TokenSequence(tuple(prompt), tuple(comp)))

@@ -7,12 +7,19 @@ import logging
 import threading
 import time
 
+from vigor_client.schema import RewardsRequest, RewardsResponse
+
 from .engine.factory import check_engine_supports, make_engine
-from .engine.types import TokenSequence
+from .engine.types import SequenceScore, TokenSequence
 from .errors import NotReadyError, StaleWeightsError, VigorServiceError
+from .limits import Limits
+from .metrics import Metrics
 from .models.loader import LoadedModel, load_model
+from .scheduler import Scheduler
+from .scoring import build_response
 from .served_model import ServedModel
 from .settings import Settings
+from .weights import WeightPlane
 from .worker import EngineWorker
 
 log = logging.getLogger(__name__)
@@ -28,12 +35,24 @@ class Runtime:
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._version_changed: asyncio.Condition | None = None
+        self.scheduler: Scheduler | None = None
+        self.weights = WeightPlane(self)
+        self.metrics = Metrics().bind(self)
 
     # --- start-up -------------------------------------------------------------------------
     def start(self, loaded: LoadedModel | None = None) -> None:
         """Load (unless given), warm up and mark ready, on the engine worker, without blocking."""
         self._loop = asyncio.get_running_loop()
         self._version_changed = asyncio.Condition()
+        s = self.settings
+        self.scheduler = Scheduler(
+            self.worker,
+            self._execute,
+            max_queue=s.max_queue,
+            batch_window_s=s.batch_window_ms / 1000,
+            max_batch_tokens=s.max_batch_tokens,
+        )
+        self.scheduler.start()
         self.worker._executor.submit(self._load_and_warm, loaded)
 
     def _load_and_warm(self, loaded: LoadedModel | None) -> None:
@@ -47,7 +66,7 @@ class Runtime:
                 max_batch_tokens=s.max_batch_tokens,
                 gradient_checkpointing=s.gradient_checkpointing,
             )
-            served = ServedModel(loaded, engine)
+            served = ServedModel(loaded, engine, max_sequence_tokens=s.max_sequence_tokens)
             check_engine_supports(engine, served.model, served.scored)
             warm = served.score([TokenSequence((0,), (1,))], (), 1.0)
             if warm[0].grad_norm is None:
@@ -107,8 +126,54 @@ class Runtime:
                 current_version=served.version,
             ) from None
 
-    def shutdown(self) -> None:
+    # --- scoring --------------------------------------------------------------------------
+    @property
+    def limits(self) -> Limits:
+        s = self.settings
+        served = self.served
+        return Limits(
+            max_request_bytes=s.max_request_bytes,
+            max_groups=s.max_groups,
+            max_completions_per_group=s.max_completions_per_group,
+            max_sequence_tokens=served.max_length if served else (s.max_sequence_tokens or 0),
+        )
+
+    def _execute(
+        self, sequences: list[TokenSequence], signals: tuple[str, ...], temperature: float
+    ) -> tuple[list[SequenceScore], int]:
+        """On the engine thread: the version read here is the one every result was computed on."""
+        served = self.require_served()
+        return served.score(sequences, signals, temperature), served.version
+
+    async def score(
+        self, served: ServedModel, request: RewardsRequest, groups: list[list[TokenSequence]]
+    ) -> RewardsResponse:
+        """Queue a request's sequences with the scheduler and build its response."""
+        if self.shutting_down:
+            raise NotReadyError("server is shutting down; send this request to another replica")
+        assert self.scheduler is not None
+        flat = [seq for group in groups for seq in group]
+        outcome = await self.scheduler.submit(
+            flat,
+            signals=tuple(request.signals),
+            temperature=request.temperature,
+            deadline_s=request.deadline_s,
+        )
+        response = build_response(served.name, outcome.version, request, groups, outcome.scores)
+        self.metrics.count_scored(response.groups)
+        return response
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking work (/ready turns 503) and wait for in-flight requests to finish."""
         self.shutting_down = True
+        end = time.monotonic() + timeout
+        while self.scheduler is not None and self.scheduler.in_flight and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        self.shutting_down = True
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         self.worker.shutdown()
 
 

@@ -7,7 +7,6 @@ import math
 from vigor_client.schema import GroupResult, RewardsRequest, RewardsResponse
 
 from .engine.types import SequenceScore, TokenSequence
-from .served_model import ServedModel
 from .shaping import shape
 
 EMPTY = "empty_completion"
@@ -23,14 +22,17 @@ def vigor_score(result: SequenceScore) -> tuple[float | None, str | None]:
     return -result.grad_norm * math.sqrt(result.num_tokens), None
 
 
-def score_request(
-    served: ServedModel, request: RewardsRequest, groups: list[list[TokenSequence]]
+def build_response(
+    model: str,
+    version: int,
+    request: RewardsRequest,
+    groups: list[list[TokenSequence]],
+    results: list[SequenceScore],
 ) -> RewardsResponse:
-    """Runs on the engine worker: one engine call for every sequence of the request."""
-    flat = [seq for group in groups for seq in group]
-    results = served.score(flat, tuple(request.signals), request.temperature)
-    if len(results) != len(flat):
-        raise RuntimeError(f"engine returned {len(results)} results for {len(flat)} sequences")
+    """Scores, rewards and signals per group from the engine's per-sequence results."""
+    flat = sum(len(g) for g in groups)
+    if len(results) != flat:
+        raise RuntimeError(f"engine returned {len(results)} results for {flat} sequences")
     out, k = [], 0
     for group, seqs in zip(request.groups, groups, strict=True):
         mine = results[k : k + len(seqs)]
@@ -57,7 +59,7 @@ def score_request(
                 signals=signals,
             )
         )
-    return RewardsResponse(model=served.name, weight_version=served.version, groups=out)
+    return RewardsResponse(model=model, weight_version=version, groups=out)
 
 
 def _finite(value: float | None) -> float | None:

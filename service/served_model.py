@@ -15,7 +15,14 @@ from .models.loader import LoadedModel, max_sequence_length
 
 
 class ServedModel:
-    def __init__(self, loaded: LoadedModel, engine: NormEngine, *, version: int = 0) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        engine: NormEngine,
+        *,
+        version: int = 0,
+        max_sequence_tokens: int | None = None,
+    ) -> None:
         self.name = loaded.name
         self.path = loaded.path
         self.model = loaded.model
@@ -23,7 +30,9 @@ class ServedModel:
         self.engine = engine
         self.version = version
         self.adapter: str | None = None
-        self.max_length = max_sequence_length(self.model)
+        self.context_length = max_sequence_length(self.model)
+        # An operator limit may lower the model's context, never raise it.
+        self.max_length = min(self.context_length, max_sequence_tokens or self.context_length)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.tokenization = Tokenization(self.tokenizer, self.vocab_size, self.max_length)
         self.refresh_scored()

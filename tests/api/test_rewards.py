@@ -136,7 +136,7 @@ BAD = [
     (
         {"groups": [{"prompt_ids": [1] * 8190, "completion_ids": [[1], [1, 2, 3]]}]},
         "groups[0].completion_ids[1]",
-        "exceeds the model's maximum of 8192",
+        "exceeds max_sequence_tokens=8192",
     ),
     ({"groups": [{"prompt": "", "completions": ["x"]}]}, "groups[0].prompt", "prompt is empty"),
     (

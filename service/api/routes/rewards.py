@@ -8,7 +8,6 @@ from fastapi import APIRouter
 
 from vigor_client.schema import ErrorResponse, RewardsRequest, RewardsResponse
 
-from ...scoring import score_request
 from ..deps import ApiAuth, RuntimeDep, ServedDep
 
 router = APIRouter(tags=["rewards"], dependencies=[ApiAuth])
@@ -17,8 +16,11 @@ ERRORS = {
     code: {"model": ErrorResponse, "description": why}
     for code, why in [
         (409, "the served weights are older than min_weight_version"),
+        (413, "over a size limit (body bytes, groups, completions, device memory)"),
         (422, "invalid input; the message names the group, completion and field"),
-        (503, "the model is not loaded yet"),
+        (429, "the queue is full; retry after the Retry-After header's seconds"),
+        (503, "the model is not loaded yet, or the server is shutting down"),
+        (504, "scoring could not start before deadline_s"),
     ]
 }
 
@@ -27,6 +29,7 @@ ERRORS = {
 async def rewards(body: RewardsRequest, runtime: RuntimeDep, served: ServedDep) -> RewardsResponse:
     if body.min_weight_version is not None:
         await runtime.wait_for_version(body.min_weight_version, body.wait_s)
+    runtime.limits.check(body)
     # Tokenizing a large request takes a while: keep it off the event loop.
     sequences = await asyncio.to_thread(served.tokenization.sequences, body.groups)
-    return await runtime.worker.run(score_request, served, body, sequences)
+    return await runtime.score(served, body, sequences)
