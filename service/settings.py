@@ -32,7 +32,7 @@ class Settings(BaseSettings):
         "auto", description="Model dtype; auto is bfloat16 on CUDA with bf16 support, else float32."
     )
     engine: Literal["batched", "loop"] = Field(
-        "loop", description="Gradient-norm engine: one batched pass, or the per-completion loop."
+        "batched", description="Gradient-norm engine: one batched pass, or the per-completion loop."
     )
     max_batch_tokens: int = Field(
         8192, gt=0, description="Token budget of one micro-batch (padded length × rows)."

@@ -17,7 +17,7 @@ def default_model_dir():
 @pytest.fixture(scope="session")
 def served_default(default_model_dir, tmp_path_factory):
     """A real server on the default model, shared by the API and client tests."""
-    server = ProcessServer("--engine", "loop")
+    server = ProcessServer()
     server.start(tmp_path_factory.mktemp("server") / "server.log")
     yield server
     server.stop()
