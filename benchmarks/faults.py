@@ -174,11 +174,16 @@ def fault_oom(model_dir: Path):
 
     split = asyncio.run(go())
     whole = served.score(seqs, (), 1.0)
-    same = all(
-        abs(a.grad_norm - b.grad_norm) <= 1e-5 * b.grad_norm
+    # float32: another batch composition changes BLAS blocking, so equal means within 1e-4.
+    rel = max(
+        abs(a.grad_norm - b.grad_norm) / b.grad_norm
         for a, b in zip(split.scores, whole, strict=True)
     )
-    return {"engine calls (sequences per call)": calls, "results equal an unsplit pass": same}
+    return {
+        "engine calls (sequences per call)": calls,
+        "max relative difference to an unsplit pass (float32)": rel,
+        "results equal an unsplit pass within 1e-4": rel <= 1e-4,
+    }
 
 
 def main() -> int:
