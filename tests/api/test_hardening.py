@@ -98,7 +98,7 @@ def test_sequence_limit_is_422_and_limits_are_reported(tight_server):
     limits = httpx.get(tight_server.url + "/v1/model", timeout=10).json()["limits"]
     assert limits == {
         "max_request_bytes": 100000, "max_groups": 3, "max_completions_per_group": 8,
-        "max_sequence_tokens": 1024, "max_batch_tokens": 8192,
+        "max_sequence_tokens": 1024, "max_batch_tokens": 4096,
     }  # fmt: skip
 
 
