@@ -70,7 +70,8 @@ def score(url: str, token: str | None = None) -> tuple[int, list[float]]:
 @pytest.fixture(scope="module")
 def perturbed_scores(perturbed_dir, tmp_path_factory):
     """What a server started fresh on the perturbed checkpoint answers."""
-    server = ProcessServer("--engine", "loop", "--model", str(perturbed_dir))
+    # Same engine as served_default (the default), so equal weights give bit-equal scores.
+    server = ProcessServer("--model", str(perturbed_dir))
     server.start(tmp_path_factory.mktemp("fresh") / "server.log")
     try:
         return score(server.url)[1]
@@ -85,9 +86,7 @@ def original_scores(served_default):
 
 @pytest.fixture(scope="module")
 def weights_server(default_model_dir, ckpt_root, tmp_path_factory):
-    server = ProcessServer(
-        "--engine", "loop", "--admin-token", TOKEN, "--allowed-weights-dir", str(ckpt_root)
-    )
+    server = ProcessServer("--admin-token", TOKEN, "--allowed-weights-dir", str(ckpt_root))
     server.start(tmp_path_factory.mktemp("weights") / "server.log")
     yield server
     server.stop()
