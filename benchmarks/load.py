@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import random
 import statistics
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from engine_speed import machine  # noqa: E402  (benchmarks/ is sys.path[0])
 
 from tests.servers import ProcessServer  # noqa: E402
 from vigor_client import AsyncVigorClient, VigorError  # noqa: E402
@@ -98,23 +99,6 @@ def check_versions(log, commits, started):
         if version not in committed or version < floor or version > ceiling:
             bad.append((version, floor, ceiling))
     return bad
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    import torch
-
-    py = platform.python_version()
-    return f"{cpu}, {os.cpu_count()} cores, Python {py}, torch {torch.__version__}"
 
 
 async def main_async(args) -> dict:
