@@ -63,7 +63,7 @@ class LinearLikeRule(NormRule):
             # keeps anyway costs no extra memory.
             return form, x
         if cached is None:
-            cached = masked_gram(x, ctx.mask, ctx.acc_dtype, ctx.grams)
+            cached = masked_gram(x, ctx.mask, ctx.acc_dtype, ctx.grams, fold=True)
             ctx.grams.put(x, cached)
         return form, cached
 
