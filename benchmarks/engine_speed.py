@@ -94,7 +94,7 @@ def worker(args) -> None:
     from vigor_service.engine.params import scored_parameters
     from vigor_service.engine.reference import ReferenceEngine
     from vigor_service.models.loader import load_model
-    from vigor_service.settings import default_cache_dir
+    from vigor_service.settings import Settings, default_cache_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,17 +104,19 @@ def worker(args) -> None:
     vocab = model.config.vocab_size
     g, p, t = args.config
     seqs = _sequences(vocab, g, p, t, seed=0)
-    batched = BatchedEngine(args.max_batch_tokens, gradient_checkpointing=args.checkpointing)
+    budget = args.max_batch_tokens or Settings().batch_tokens_on(model.device.type)
+    batched = BatchedEngine(budget, gradient_checkpointing=args.checkpointing)
 
     def run(sequences):
         if args.engine == "floor":
-            return _floor(model, sequences, args.max_batch_tokens)
+            return _floor(model, sequences, budget)
         engine = batched if args.engine == "batched" else ReferenceEngine()
         return [s.grad_norm for s in engine.score(model, params, sequences)]
 
     run(_sequences(vocab, 2, 8, 8, seed=1))  # warm-up: kernels
     cuda = model.device.type == "cuda"
     out = {"device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
+    out["max_batch_tokens"] = budget
     out["tokens"] = sum(s.length for s in seqs)
     if args.measure == "memory":
         # The first full-size call: peak above the level right before it.
@@ -215,7 +217,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the target config only")
     ap.add_argument("--configs", nargs="*", help="GxT pairs, e.g. 8x128 16x1024")
     ap.add_argument("--prompt", type=int, default=TARGET[1], help="prompt tokens")
-    ap.add_argument("--max-batch-tokens", type=int, default=8192)
+    ap.add_argument(
+        "--max-batch-tokens", type=int, default=0, help="0: the server's default for the device"
+    )
     ap.add_argument("--checkpointing", action="store_true", help="batched engine checkpoints")
     ap.add_argument("--repeats", type=int, default=1, help="timed warm runs per process")
     ap.add_argument("--rounds", type=int, default=2, help="fresh processes per engine, interleaved")
@@ -257,7 +261,8 @@ def report(rows, args) -> str:
         "",
         f"Machine: {machine()}.",
         f"Model: default SmolLM2-135M-Instruct, {first['dtype']} on {first['device']}; "
-        f"max_batch_tokens={args.max_batch_tokens}, "
+        f"max_batch_tokens={first['max_batch_tokens']}"
+        f"{'' if args.max_batch_tokens else ' (the server default on this device)'}, "
         f"checkpointing={'on' if args.checkpointing else 'off'}, torch threads="
         f"{args.threads or 'default'}. Time: {args.rounds} interleaved round(s) of fresh "
         f"processes, each timing {args.repeats} warm call(s) after an untimed one; the fastest "

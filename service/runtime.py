@@ -14,7 +14,7 @@ from .engine.types import SequenceScore, TokenSequence
 from .errors import NotReadyError, StaleWeightsError, VigorServiceError
 from .limits import Limits
 from .metrics import Metrics
-from .models.loader import LoadedModel, load_model
+from .models.loader import LoadedModel, load_model, planned_device_type
 from .scheduler import Scheduler
 from .scoring import build_response
 from .served_model import ServedModel
@@ -38,6 +38,7 @@ class Runtime:
         self.scheduler: Scheduler | None = None
         self.weights = WeightPlane(self)
         self.metrics = Metrics().bind(self)
+        self.max_batch_tokens = settings.batch_tokens_on(planned_device_type(settings.device))
 
     # --- start-up -------------------------------------------------------------------------
     def start(self, loaded: LoadedModel | None = None) -> None:
@@ -50,7 +51,7 @@ class Runtime:
             self._execute,
             max_queue=s.max_queue,
             batch_window_s=s.batch_window_ms / 1000,
-            max_batch_tokens=s.max_batch_tokens,
+            max_batch_tokens=self.max_batch_tokens,
         )
         self.scheduler.start()
         self.worker._executor.submit(self._load_and_warm, loaded)
@@ -63,7 +64,7 @@ class Runtime:
                 loaded = load_model(s.model, cache_dir=s.cache_dir, device=s.device, dtype=s.dtype)
             engine = make_engine(
                 s.engine,
-                max_batch_tokens=s.max_batch_tokens,
+                max_batch_tokens=self.max_batch_tokens,
                 gradient_checkpointing=s.gradient_checkpointing,
             )
             served = ServedModel(loaded, engine, max_sequence_tokens=s.max_sequence_tokens)

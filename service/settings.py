@@ -9,6 +9,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "default"
+# Measured on the default model (benchmarks/results/engine_speed_cpu.md): 2-core CPU time per token
+# is flat from 256 to 4096 tokens per micro-batch while memory grows linearly.
+CPU_BATCH_TOKENS = 1024
+CUDA_BATCH_TOKENS = 8192
 
 
 def default_cache_dir() -> Path:
@@ -34,12 +38,12 @@ class Settings(BaseSettings):
     engine: Literal["batched", "loop"] = Field(
         "batched", description="Gradient-norm engine: one batched pass, or the per-completion loop."
     )
-    max_batch_tokens: int = Field(
-        4096,
+    max_batch_tokens: int | None = Field(
+        None,
         gt=0,
-        description="Token budget of one micro-batch (padded length × rows). Activation memory "
-        "grows with it (the default model in float32 on CPU peaked at 13 GB RSS with 8192); "
-        "raise it on GPUs.",
+        description="Token budget of one micro-batch (padded length × rows); default "
+        f"{CPU_BATCH_TOKENS} on CPU, {CUDA_BATCH_TOKENS} on CUDA. On CPU larger micro-batches are "
+        "no faster and activation memory grows with them (8192 peaked at 13 GB RSS).",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass (long sequences)."
@@ -95,3 +99,9 @@ class Settings(BaseSettings):
         # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token".
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if raw is None or (isinstance(raw, str) and not raw.strip()) else value
+
+    def batch_tokens_on(self, device_type: str) -> int:
+        """The micro-batch token budget on a device of this type ("cpu" or "cuda")."""
+        if self.max_batch_tokens is not None:
+            return self.max_batch_tokens
+        return CUDA_BATCH_TOKENS if device_type == "cuda" else CPU_BATCH_TOKENS

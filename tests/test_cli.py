@@ -55,3 +55,10 @@ def test_empty_tokens_mean_no_token(monkeypatch):
 def test_flags_cannot_be_abbreviated():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--ho", "0.0.0.0"])
+
+
+def test_batch_budget_defaults_by_device_unless_set():
+    default = Settings()
+    assert default.batch_tokens_on("cpu") < default.batch_tokens_on("cuda")
+    settings, _ = settings_from_args(["--max-batch-tokens", "300"])
+    assert settings.batch_tokens_on("cpu") == settings.batch_tokens_on("cuda") == 300

@@ -32,6 +32,11 @@ class LoadedModel:
     tokenizer: Any | None
 
 
+def planned_device_type(device: str) -> str:
+    """ "cuda" or "cpu": where a model asked for on `device` will run (without loading it)."""
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -6,6 +6,9 @@ import time
 
 import httpx
 import pytest
+import torch
+
+from vigor_service.settings import CPU_BATCH_TOKENS, CUDA_BATCH_TOKENS
 
 from ..servers import ProcessServer
 
@@ -96,9 +99,10 @@ def test_sequence_limit_is_422_and_limits_are_reported(tight_server):
     r = post(tight_server, {"groups": [{"prompt_ids": [1] * 1000, "completion_ids": [[2] * 30]}]})
     assert r.status_code == 422 and "max_sequence_tokens=1024" in r.text
     limits = httpx.get(tight_server.url + "/v1/model", timeout=10).json()["limits"]
+    budget = CUDA_BATCH_TOKENS if torch.cuda.is_available() else CPU_BATCH_TOKENS
     assert limits == {
         "max_request_bytes": 100000, "max_groups": 3, "max_completions_per_group": 8,
-        "max_sequence_tokens": 1024, "max_batch_tokens": 4096,
+        "max_sequence_tokens": 1024, "max_batch_tokens": budget,
     }  # fmt: skip
 
 

@@ -6,13 +6,13 @@ from fastapi import APIRouter
 
 from vigor_client.schema import ModelInfo
 
-from ..deps import ApiAuth, RuntimeDep, ServedDep, SettingsDep
+from ..deps import ApiAuth, RuntimeDep, ServedDep
 
 router = APIRouter(tags=["model"], dependencies=[ApiAuth])
 
 
 @router.get("/v1/model")
-async def model_info(served: ServedDep, settings: SettingsDep, runtime: RuntimeDep) -> ModelInfo:
+async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
     return ModelInfo(
         model=served.name,
         weight_version=served.version,
@@ -24,5 +24,5 @@ async def model_info(served: ServedDep, settings: SettingsDep, runtime: RuntimeD
         adapter=served.adapter,
         vocab_size=served.vocab_size,
         max_sequence_length=served.max_length,
-        limits={**runtime.limits.as_dict(), "max_batch_tokens": settings.max_batch_tokens},
+        limits={**runtime.limits.as_dict(), "max_batch_tokens": runtime.max_batch_tokens},
     )
