@@ -14,34 +14,16 @@ everything a trainer waits for. Results are printed and written as markdown.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from engine_speed import machine  # benchmarks/ is sys.path[0] when run as a script
+
 RESULTS = Path(__file__).parent / "results"
 TOKEN = "benchmark-admin-token"
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{cpu}, {cores} cores available, torch {torch.__version__}, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
 
 
 def start_server(cache_dir: Path | None) -> tuple[subprocess.Popen, str]:

@@ -1,4 +1,4 @@
-"""Checkpointing, LoRA-only scoring and bfloat16: still the oracle's numbers."""
+"""Checkpointing, LoRA-only scoring, bfloat16 and float16: still the oracle's numbers."""
 
 from __future__ import annotations
 
@@ -77,9 +77,10 @@ def test_lora_only_parameters(lora, form, checkpoint):
     assert max_rel_err(score(model, SEQS, engine), want) <= 1e-9
 
 
-def test_bfloat16_close_to_float64_and_ranks_agree():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_close_to_float64_and_ranks_agree(dtype):
     exact = TINY_MODELS["llama-tied"]()
-    half = TINY_MODELS["llama-tied"]().to(torch.bfloat16)
+    half = TINY_MODELS["llama-tied"]().to(dtype)
     groups = random_groups(
         seed=11, prompt_lens=(6, 4), completion_lens=((2, 9, 5, 14, 7), (3, 12, 8))
     )

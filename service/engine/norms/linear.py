@@ -24,7 +24,7 @@ _DIRECT_CHUNK_ELEMENTS = 1 << 24
 def choose_form(n: int, d_in: int, d_out: int, gram_cached: bool, force: str) -> str:
     """Fewer FLOPs wins: ghost c·N²·d_out (+ c·N²·d_in without a shared A-Gram), or N·d_in·d_out.
 
-    c < 1 is what the symmetric blocks of a Gram cost relative to the full N×N product. Without
+    c < 1 is what the block rows of a Gram cost relative to the full N×N product. Without
     a shared Gram and c = 1 this is the usual `N(d_in + d_out) < d_in·d_out`; a shared one (k and
     v after q) makes ghost win whenever c·N < d_in. Either way ghost implies c·N < d_in, so a
     kept Gram (c·N² entries) is never larger than the input it replaces.
