@@ -292,6 +292,18 @@ def test_scoring_waits_for_min_weight_version(base_state):
         assert got["r"].status_code == 200 and got["r"].json()["weight_version"] == 2
 
 
+def test_a_bad_request_is_refused_before_waiting_for_a_version():
+    with tiny_server() as srv:
+        vocab = httpx.get(srv.url + "/v1/model").json()["vocab_size"]
+        bad = {
+            "groups": [{"prompt_ids": [1, 2], "completion_ids": [[vocab]]}],
+            "min_weight_version": 5,
+            "wait_s": 1.0,
+        }
+        r = httpx.post(srv.url + "/v1/rewards", json=bad)
+        assert "outside the vocabulary" in error(r, 422)["message"]  # not 409 after the wait
+
+
 def test_an_update_that_cannot_start_in_time_answers_504_and_never_lands(tmp_path, base_state):
     ckpt = save_checkpoint(perturbed(base_state), tmp_path / "p")
     with tiny_server(admin_timeout_s=0.5) as srv:

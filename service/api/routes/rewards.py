@@ -27,9 +27,10 @@ ERRORS = {
 
 @router.post("/v1/rewards", responses=ERRORS)
 async def rewards(body: RewardsRequest, runtime: RuntimeDep, served: ServedDep) -> RewardsResponse:
-    if body.min_weight_version is not None:
-        await runtime.wait_for_version(body.min_weight_version, body.wait_s)
     runtime.limits.check(body)
     # Tokenizing a large request takes a while: keep it off the event loop.
     sequences = await asyncio.to_thread(served.tokenization.sequences, body.groups)
+    # Only after validation: a bad request answers 422 at once, not after waiting for weights.
+    if body.min_weight_version is not None:
+        await runtime.wait_for_version(body.min_weight_version, body.wait_s)
     return await runtime.score(served, body, sequences)
