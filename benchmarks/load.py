@@ -101,6 +101,10 @@ def check_versions(log, commits, started):
     return bad
 
 
+def _span(versions: list[int]) -> str:
+    return f"{len(versions)} distinct, {versions[0]}–{versions[-1]}" if versions else "none"
+
+
 async def main_async(args) -> dict:
     server = None
     url = args.url
@@ -140,7 +144,7 @@ async def main_async(args) -> dict:
         "errors": len(errors),
         "first_errors": [e[3] for e in errors[:3]],
         "pushes_committed": len(commits),
-        "versions_seen": sorted({e[3] for e in log if e[0] == "ok"}),
+        "versions_seen": _span(sorted({e[3] for e in log if e[0] == "ok"})),
         "version_violations": len(bad),
     }
 
