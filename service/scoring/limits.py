@@ -1,0 +1,34 @@
+"""Request size limits: configurable, reported by GET /v1/model, each violation named."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from vigor_client.schema import RewardsRequest
+
+from ..errors import LimitExceededError
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int
+    max_groups: int
+    max_completions_per_group: int
+    max_sequence_tokens: int  # capped at the model's context length once one is served
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def check(self, request: RewardsRequest) -> None:
+        if len(request.groups) > self.max_groups:
+            raise LimitExceededError(
+                f"groups: {len(request.groups)} groups exceed max_groups={self.max_groups}; "
+                "split them over several requests"
+            )
+        for i, group in enumerate(request.groups):
+            n = len(group.completion_list)
+            if n > self.max_completions_per_group:
+                raise LimitExceededError(
+                    f"groups[{i}]: {n} completions exceed max_completions_per_group="
+                    f"{self.max_completions_per_group}"
+                )

@@ -1,0 +1,66 @@
+"""A rewards request, from validated groups to the response: tokenize, score, shape."""
+
+from __future__ import annotations
+
+import math
+
+from vigor_client.schema import GroupResult, RewardsRequest, RewardsResponse
+
+from ..engine.types import SequenceScore, TokenSequence
+from .shaping import shape
+
+EMPTY = "empty_completion"
+NON_FINITE = "non_finite_gradient"
+
+
+def vigor_score(result: SequenceScore) -> tuple[float | None, str | None]:
+    """The raw VIGOR score −‖∇θ L‖₂·√T, or None with the reason there is none."""
+    if result.grad_norm is None or result.num_tokens == 0:
+        return None, EMPTY
+    if not math.isfinite(result.grad_norm):
+        return None, NON_FINITE
+    return -result.grad_norm * math.sqrt(result.num_tokens), None
+
+
+def build_response(
+    model: str,
+    version: int,
+    request: RewardsRequest,
+    groups: list[list[TokenSequence]],
+    results: list[SequenceScore],
+) -> RewardsResponse:
+    """Scores, rewards and signals per group from the engine's per-sequence results."""
+    flat = sum(len(g) for g in groups)
+    if len(results) != flat:
+        raise RuntimeError(f"engine returned {len(results)} results for {flat} sequences")
+    out, k = [], 0
+    for group, seqs in zip(request.groups, groups, strict=True):
+        mine = results[k : k + len(seqs)]
+        k += len(seqs)
+        scored = [vigor_score(r) for r in mine]
+        scores = [s for s, _ in scored]
+        grad_norms = [
+            r.grad_norm if r.grad_norm is not None and math.isfinite(r.grad_norm) else None
+            for r in mine
+        ]
+        signals = None
+        if request.signals:
+            signals = {
+                name: [_finite(r.signals.get(name)) for r in mine] for name in request.signals
+            }
+        out.append(
+            GroupResult(
+                id=group.id,
+                rewards=shape(scores, request.shaping),
+                scores=scores,
+                grad_norms=grad_norms,
+                num_tokens=[r.num_tokens for r in mine],
+                reasons=[reason for _, reason in scored],
+                signals=signals,
+            )
+        )
+    return RewardsResponse(model=model, weight_version=version, groups=out)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

@@ -1,0 +1,60 @@
+"""The model being served and what a score differentiates (its version is the slot's).
+
+Mutated only on the engine worker thread (see worker.py), so a request always scores on one
+consistent set of weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..engine.params import scored_parameters
+from ..engine.types import NormEngine, SequenceScore, TokenSequence
+from ..models.loader import LoadedModel, max_sequence_length
+
+
+class ServedModel:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        engine: NormEngine,
+        *,
+        max_sequence_tokens: int | None = None,
+    ) -> None:
+        self.name = loaded.name
+        self.path = loaded.path
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.engine = engine
+        self.adapter: str | None = None
+        self.context_length = max_sequence_length(self.model)
+        # An operator limit may lower the model's context, never raise it.
+        self.max_length = min(self.context_length, max_sequence_tokens or self.context_length)
+        self.vocab_size = self.model.get_input_embeddings().num_embeddings
+        self.refresh_scored()
+
+    def refresh_scored(self) -> None:
+        """Recompute the scored parameter list (after an adapter is loaded or removed)."""
+        self.scored_named = scored_parameters(self.model)
+        self.scored = [p for _, p in self.scored_named]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def num_scored_parameters(self) -> int:
+        return sum(p.numel() for p in self.scored)
+
+    def score(
+        self, sequences: list[TokenSequence], signals: tuple[str, ...], temperature: float
+    ) -> list[SequenceScore]:
+        return self.engine.score(
+            self.model, self.scored, sequences, signals=signals, temperature=temperature
+        )
