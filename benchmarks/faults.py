@@ -144,9 +144,8 @@ def fault_oom(model_dir: Path):
 
     from vigor_service.engine.factory import make_engine
     from vigor_service.models.loader import load_model
-    from vigor_service.scheduler import Scheduler
-    from vigor_service.served_model import ServedModel
-    from vigor_service.worker import EngineWorker
+    from vigor_service.scoring.scheduler import Scheduler
+    from vigor_service.serving import EngineWorker, ServedModel
 
     served = ServedModel(
         load_model(str(model_dir), cache_dir=model_dir, device="cpu", dtype="float32"),
@@ -161,7 +160,7 @@ def fault_oom(model_dir: Path):
         calls.append(len(s))
         if len(s) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return served.score(s, signals, temperature), served.version
+        return served.score(s, signals, temperature), 0
 
     async def go():
         worker = EngineWorker()

@@ -17,9 +17,9 @@ from typing import Any
 
 from ._core import PreparedRequest, RequestCore
 from .schema import ModelInfo, UploadStatus, WeightUpdate
+from .wire import ADAPTER_CONFIG_KEY, SAFETENSORS_DTYPES
 
 DEFAULT_BUCKET_BYTES = 256 << 20
-ADAPTER_CONFIG_KEY = "adapter_config"
 
 # What a client driver receives: a request and the model its answer parses into (None: ignore).
 Step = tuple[PreparedRequest, type | None]
@@ -80,13 +80,6 @@ def buckets(tensors: dict[str, Any], bucket_bytes: int) -> list[list[str]]:
     return [b for b in out if b]
 
 
-DTYPE_CODES = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-    "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
-}  # fmt: skip
-
-
 class TensorBody:
     """The safetensors byte format of `tensors`, as parts that view the tensors' own memory.
 
@@ -104,7 +97,7 @@ class TensorBody:
         offset, views = 0, []
         for name in order:
             t = ready[name]
-            code = DTYPE_CODES.get(str(t.dtype).removeprefix("torch."))
+            code = SAFETENSORS_DTYPES.get(str(t.dtype).removeprefix("torch."))
             if code is None:
                 raise TypeError(f"{name!r}: dtype {t.dtype} has no safetensors code")
             nbytes = t.numel() * t.element_size()

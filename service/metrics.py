@@ -1,22 +1,19 @@
 """Prometheus metrics, one registry per app (several apps in one process never clash).
 
 Request counts and latencies come from a pure ASGI middleware (it does not buffer bodies, so a
-multi-GB weight push streams through untouched); the gauges read the runtime when scraped.
+multi-GB weight push streams through untouched); the gauges call the functions they are handed
+(`watch`) when scraped.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .errors import VigorServiceError
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -64,16 +61,19 @@ class Metrics:
         )
         self.ready = Gauge("vigor_ready", "1 once the model serves, else 0.", registry=r)
 
-    def bind(self, runtime: Runtime) -> Metrics:
-        """The gauges read the runtime at scrape time."""
-        self.weight_version.set_function(
-            lambda: runtime.served.version if runtime.served is not None else -1
-        )
-        self.queue_depth.set_function(
-            lambda: runtime.worker.pending + (runtime.scheduler.depth if runtime.scheduler else 0)
-        )
-        self.staged_bytes.set_function(lambda: runtime.weights.staging.staged_bytes)
-        self.ready.set_function(lambda: 1.0 if runtime.ready else 0.0)
+    def watch(
+        self,
+        *,
+        weight_version: Callable[[], float],
+        queue_depth: Callable[[], float],
+        staged_bytes: Callable[[], float],
+        ready: Callable[[], bool],
+    ) -> Metrics:
+        """The gauges' values, read at scrape time."""
+        self.weight_version.set_function(weight_version)
+        self.queue_depth.set_function(queue_depth)
+        self.staged_bytes.set_function(staged_bytes)
+        self.ready.set_function(lambda: 1.0 if ready() else 0.0)
         return self
 
     def count_scored(self, groups) -> None:

@@ -7,9 +7,8 @@ does uvicorn shut down. A second signal exits at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-import time
 
 import uvicorn
 
@@ -31,18 +30,17 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         self._draining = True
-        self.runtime.shutting_down = True
+        self.runtime.slot.draining = True
         log.info("signal %s: draining (up to %.0f s), /ready is 503", sig, self.drain_timeout_s)
-        threading.Thread(
-            target=self._exit_when_idle, args=(sig, frame), name="vigor-drain", daemon=True
-        ).start()
+        # Signal handlers run on the loop's thread but between its steps: schedule, don't await.
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(self._start_drain, loop, sig, frame)
 
-    def _exit_when_idle(self, sig, frame) -> None:
-        end = time.monotonic() + self.drain_timeout_s
-        scheduler = self.runtime.scheduler
-        while scheduler is not None and scheduler.in_flight and time.monotonic() < end:
-            time.sleep(0.05)
-        left = scheduler.in_flight if scheduler is not None else 0
+    def _start_drain(self, loop: asyncio.AbstractEventLoop, sig, frame) -> None:
+        self._drain_task = loop.create_task(self._exit_when_idle(sig, frame))
+
+    async def _exit_when_idle(self, sig, frame) -> None:
+        left = await self.runtime.drain(self.drain_timeout_s)
         if left:
             log.warning("drain timeout: %d requests still in flight are cut off", left)
         super().handle_exit(sig, frame)

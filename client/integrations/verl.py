@@ -31,10 +31,10 @@ from typing import Any
 from vigor_client.integrations.grouping import by_key, freeze
 from vigor_client.replicas import connect
 from vigor_client.schema import Group
+from vigor_client.wire import stand_in_floor
 
 DEFAULT_URL = os.environ.get("VIGOR_URL", "http://127.0.0.1:8000")
 PROMPT_KEYS = ("prompt", "raw_prompt", "question")
-NO_VALID_MEMBER_SCORE = -20.0  # the reference trainer's stand-in when a group has no score
 
 _clients: dict[tuple[str, float], Any] = {}
 _lock = threading.Lock()
@@ -158,8 +158,7 @@ def compute_score_batch(
     result = _client(server_url, timeout).score(groups, shaping="rank")
     out: list[dict[str, Any]] = [{}] * n
     for idx, g in zip(members, result.groups, strict=True):
-        valid = [s for s in g.scores if s is not None]
-        floor = min(valid) - 1e-3 if valid else NO_VALID_MEMBER_SCORE
+        floor = stand_in_floor(g.scores)
         for j, i in enumerate(idx):
             out[i] = {"score": g.rewards[j], **_extras(g, j, result.weight_version, floor)}
     return out

@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from ..runtime import Runtime
-from ..served_model import ServedModel
+from ..scoring import ScoringPipeline
+from ..serving import ServedModel, ServingSlot
 from ..settings import Settings
-from ..weights import WeightPlane
+from ..weights import IncomingBody, WeightPlane
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -28,11 +29,25 @@ def get_settings(runtime: RuntimeDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_served(runtime: RuntimeDep) -> ServedModel:
-    return runtime.require_served()
+def get_slot(runtime: RuntimeDep) -> ServingSlot:
+    return runtime.slot
+
+
+SlotDep = Annotated[ServingSlot, Depends(get_slot)]
+
+
+def get_served(slot: SlotDep) -> ServedModel:
+    return slot.require_served()
 
 
 ServedDep = Annotated[ServedModel, Depends(get_served)]
+
+
+def get_pipeline(runtime: RuntimeDep) -> ScoringPipeline:
+    return runtime.pipeline
+
+
+PipelineDep = Annotated[ScoringPipeline, Depends(get_pipeline)]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -87,3 +102,11 @@ def get_weights(runtime: RuntimeDep) -> WeightPlane:
 
 
 WeightsDep = Annotated[WeightPlane, Depends(get_weights)]
+
+
+def incoming_body(request: Request) -> IncomingBody:
+    """The raw body as the weight plane takes it: declared length and chunks, unread."""
+    return IncomingBody(request.headers.get("content-length"), request.stream())
+
+
+BodyDep = Annotated[IncomingBody, Depends(incoming_body)]

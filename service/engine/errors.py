@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import VigorServiceError
 
-class UnsupportedModelError(Exception):
+
+class UnsupportedModelError(VigorServiceError):
     """The batched engine cannot account for every scored parameter of this model.
 
     Raised at load time by `check_supported` (a scored parameter owned by a module type with no
@@ -11,3 +13,5 @@ class UnsupportedModelError(Exception):
     the rules cannot see (a scored module run twice in one forward pass). The message names the
     module type and the parameter, so the operator can switch to the loop engine or add a rule.
     """
+
+    code = "unsupported_model"

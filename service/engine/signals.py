@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-SIGNAL_NAMES = ("logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity")
+from vigor_client.wire import SIGNAL_NAMES
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -56,6 +56,9 @@ SIGNALS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
     "self_certainty": self_certainty,
     "perplexity": perplexity,
 }
+# The wire format lists the signals a request may ask for; each needs its computation here.
+if set(SIGNALS) != set(SIGNAL_NAMES):
+    raise ImportError(f"signals {sorted(SIGNALS)} != the wire format's {sorted(SIGNAL_NAMES)}")
 
 
 def compute_signals(

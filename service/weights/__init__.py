@@ -10,6 +10,7 @@ adapter.py   PEFT LoRA attach, replace and detach
 plane.py     each admin operation end to end, within a deadline
 """
 
+from .bounded import IncomingBody
 from .plane import WeightPlane
 
-__all__ = ["WeightPlane"]
+__all__ = ["IncomingBody", "WeightPlane"]

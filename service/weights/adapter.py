@@ -11,20 +11,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vigor_client.wire import ADAPTER_CONFIG_KEY
+
 from ..engine.factory import check_engine_supports
 from ..errors import NoAdapterError, WeightsRejectedError
-from ..served_model import ServedModel
-from .apply import next_version
+from ..serving import ServedModel, ServingSlot
 from .sources import ADAPTER_CONFIG, ADAPTER_WEIGHTS, confine, read_file
 from .validate import Checked, TargetMap, check_complete, check_tensors, nonfinite_problem
 
-METADATA_KEY = "adapter_config"  # where a pushed adapter's safetensors carries its config
+METADATA_KEY = ADAPTER_CONFIG_KEY  # where a pushed adapter's safetensors carries its config
 
 
 def parse_config(raw: dict[str, Any] | str, where: str):
@@ -93,7 +93,7 @@ class AdapterSlots:
 
 
 def attach(
-    served: ServedModel,
+    serving: ServingSlot,
     config: Any,
     tensors: dict[str, torch.Tensor],
     *,
@@ -101,12 +101,12 @@ def attach(
     name: str,
     version: int | None,
     allow_cast: bool,
-    notify: Callable[[], None],
 ) -> tuple[int, int, Checked]:
     """On the worker: attach (or replace with) the adapter; roll back on any failure."""
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-    new_version = next_version(served, version)
+    serving.next_version(version)  # refused before the model is touched
+    served = serving.require_served()
     model = served.model
     old_slot = model.active_adapter if _is_peft(model) else None
     if old_slot is not None:
@@ -129,9 +129,8 @@ def attach(
         if isinstance(exc, WeightsRejectedError | NoAdapterError):
             raise
         raise WeightsRejectedError([f"the adapter cannot be served: {exc}"]) from exc
-    previous, served.version = served.version, new_version
     served.adapter = name
-    notify()
+    previous, new_version = serving.bump_version(version)
     return previous, new_version, checked
 
 
@@ -146,16 +145,13 @@ def _roll_back(served: ServedModel, model, slot: str, old_slot: str | None) -> N
     served.refresh_scored()
 
 
-def detach(
-    served: ServedModel, *, version: int | None, notify: Callable[[], None]
-) -> tuple[int, int]:
+def detach(serving: ServingSlot, *, version: int | None) -> tuple[int, int]:
     """On the worker: remove the adapter, serving the unchanged base model again."""
+    served = serving.require_served()
     if not _is_peft(served.model):
         raise NoAdapterError("no adapter is loaded; the base model is being served")
-    new_version = next_version(served, version)
+    serving.next_version(version)
     served.model = served.model.unload()
     served.refresh_scored()
-    previous, served.version = served.version, new_version
     served.adapter = None
-    notify()
-    return previous, new_version
+    return serving.bump_version(version)

@@ -7,39 +7,20 @@ interleave.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from ..errors import VersionConflictError, WeightsRejectedError
-from ..served_model import ServedModel
+from ..errors import WeightsRejectedError
+from ..serving import ServingSlot
 from .validate import Checked, TargetMap
 
 
-def next_version(served: ServedModel, requested: int | None) -> int:
-    """The version an update will carry; refuses one that is not above the served version."""
-    if requested is None:
-        return served.version + 1
-    if requested <= served.version:
-        raise VersionConflictError(
-            f"version {requested} is not above the served version {served.version}; versions "
-            "only increase",
-            current_version=served.version,
-        )
-    return requested
-
-
-def copy_weights(
-    served: ServedModel,
-    checked: Checked,
-    version: int | None,
-    notify: Callable[[], None],
-) -> tuple[int, int]:
+def copy_weights(slot: ServingSlot, checked: Checked, version: int | None) -> tuple[int, int]:
     """Write the checked tensors into the served parameters and bump the version (worker only).
 
     Returns (previous version, new version).
     """
-    new = next_version(served, version)
+    slot.next_version(version)  # refused before anything is written
+    served = slot.require_served()
     # Looked up again here: an adapter may have wrapped the modules since validation (the base
     # tensors and their names are the same either way).
     live = TargetMap.of_model(served.model).targets
@@ -48,6 +29,4 @@ def copy_weights(
     with torch.no_grad():
         for name, tensor in checked.tensors.items():
             live[name].tensor.copy_(tensor)
-    previous, served.version = served.version, new
-    notify()
-    return previous, new
+    return slot.bump_version(version)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from starlette.requests import Request
-
 from ..errors import DeadlineExceededError, WeightsRejectedError
-from ..worker import EngineWorker
+from ..serving import EngineWorker
 from .sources import Cancelled
 from .staging import StagingArea
 
@@ -95,12 +94,20 @@ async def on_worker(
         return await task  # already running: a copy is short, let it finish
 
 
-async def read_body(request: Request, deadline: Deadline, staging: StagingArea) -> bytearray:
+@dataclass(frozen=True)
+class IncomingBody:
+    """A request body as the transport hands it over: its declared length and its chunks."""
+
+    content_length: str | None
+    chunks: AsyncIterator[bytes]
+
+
+async def read_body(body: IncomingBody, deadline: Deadline, staging: StagingArea) -> bytearray:
     """The whole body in one buffer, its size reserved against the staging bound before reading.
 
     The caller releases `len(buffer)` from `staging` once done with it.
     """
-    length = request.headers.get("content-length", "")
+    length = body.content_length or ""
     if not length.isdigit():
         raise WeightsRejectedError(["a weights body needs a Content-Length header"])
     n = int(length)
@@ -110,7 +117,7 @@ async def read_body(request: Request, deadline: Deadline, staging: StagingArea) 
 
         async def fill() -> None:
             nonlocal at
-            async for chunk in request.stream():
+            async for chunk in body.chunks:
                 if at + len(chunk) > n:
                     raise WeightsRejectedError(["the body is longer than its Content-Length"])
                 buf[at : at + len(chunk)] = chunk

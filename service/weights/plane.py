@@ -13,9 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
-
-from starlette.requests import Request
+from typing import TypeVar
 
 from vigor_client.schema import (
     AdapterRequest,
@@ -26,17 +24,16 @@ from vigor_client.schema import (
 )
 
 from ..errors import WeightsRejectedError
+from ..metrics import Metrics
+from ..serving import EngineWorker, ServedModel, ServingSlot
+from ..settings import Settings
 from . import adapter as lora
-from .apply import copy_weights, next_version
-from .bounded import Deadline, in_thread, on_worker, read_body
+from .apply import copy_weights
+from .bounded import Deadline, IncomingBody, in_thread, on_worker, read_body
 from .payload import parse_safetensors
 from .sources import checkpoint_files, confine, read_checkpoint
 from .staging import StagingArea
 from .validate import Checked, TargetMap, check_complete, check_tensors
-
-if TYPE_CHECKING:
-    from ..runtime import Runtime
-    from ..served_model import ServedModel
 
 R = TypeVar("R")
 
@@ -47,7 +44,7 @@ def measured(operation: str):
     def wrap(method):
         @functools.wraps(method)
         async def run(self: WeightPlane, *args, **kwargs):
-            with self.runtime.metrics.weight_operation(operation):
+            with self.metrics.weight_operation(operation):
                 return await method(self, *args, **kwargs)
 
         return run
@@ -56,9 +53,13 @@ def measured(operation: str):
 
 
 class WeightPlane:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.settings = runtime.settings
+    def __init__(
+        self, settings: Settings, slot: ServingSlot, worker: EngineWorker, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.slot = slot
+        self.worker = worker
+        self.metrics = metrics
         self.staging = StagingArea(self.settings.upload_ttl_s, self.max_staged_bytes)
         self._slots = lora.AdapterSlots()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -68,7 +69,7 @@ class WeightPlane:
     def max_staged_bytes(self) -> int:
         if self.settings.max_staged_bytes is not None:
             return self.settings.max_staged_bytes
-        served = self.runtime.served
+        served = self.slot.served
         size = 0 if served is None else sum(p.nbytes for p in served.model.parameters())
         return 2 * size + (64 << 20)
 
@@ -80,11 +81,11 @@ class WeightPlane:
         return await in_thread(deadline, what, fn, *args)
 
     async def _on_worker(self, deadline: Deadline, what: str, fn: Callable[..., R], *args) -> R:
-        return await on_worker(self.runtime.worker, deadline, what, fn, *args)
+        return await on_worker(self.worker, deadline, what, fn, *args)
 
-    async def _read_body(self, request: Request, deadline: Deadline, operation: str) -> bytearray:
-        buf = await read_body(request, deadline, self.staging)
-        self.runtime.metrics.weight_bytes.labels(operation).inc(len(buf))
+    async def _read_body(self, body: IncomingBody, deadline: Deadline, operation: str) -> bytearray:
+        buf = await read_body(body, deadline, self.staging)
+        self.metrics.weight_bytes.labels(operation).inc(len(buf))
         return buf
 
     def _targets(self, served: ServedModel) -> TargetMap:
@@ -107,7 +108,7 @@ class WeightPlane:
     def _result(
         self, operation: str, versions: tuple[int, int], checked: Checked | None, start: float
     ) -> WeightUpdate:
-        served = self.runtime.require_served()
+        served = self.slot.require_served()
         return WeightUpdate(
             operation=operation,
             weight_version=versions[1],
@@ -118,9 +119,8 @@ class WeightPlane:
             adapter=served.adapter,
         )
 
-    def _swap(self, deadline: Deadline, what: str, served, checked: Checked, version):
-        notify = self.runtime.notify_version_changed
-        return self._on_worker(deadline, what, copy_weights, served, checked, version, notify)
+    def _swap(self, deadline: Deadline, what: str, checked: Checked, version):
+        return self._on_worker(deadline, what, copy_weights, self.slot, checked, version)
 
     def _expire_later(self) -> None:
         """Keep one timer armed for the earliest upload deadline, so expiry needs no request."""
@@ -140,8 +140,8 @@ class WeightPlane:
     @measured("reload")
     async def reload(self, req: ReloadRequest) -> WeightUpdate:
         start, deadline = time.perf_counter(), self._deadline()
-        served = self.runtime.require_served()
-        next_version(served, req.version)  # refuse a stale version before reading gigabytes
+        served = self.slot.require_served()
+        self.slot.next_version(req.version)  # refuse a stale version before reading gigabytes
 
         allowed = self.settings.allowed_weights_dir
 
@@ -157,43 +157,43 @@ class WeightPlane:
         self.staging.reserve(size)  # what is read is held until the swap: same memory bound
         try:
             checked = await self._in_thread(deadline, "reading the checkpoint", read)
-            versions = await self._swap(deadline, "the reload", served, checked, req.version)
+            versions = await self._swap(deadline, "the reload", checked, req.version)
         finally:
             self.staging.release(size)
-        self.runtime.metrics.weight_bytes.labels("reload").inc(size)
+        self.metrics.weight_bytes.labels("reload").inc(size)
         return self._result("reload", versions, checked, start)
 
     @measured("push")
-    async def push(self, request: Request, version: int | None, full: bool) -> WeightUpdate:
+    async def push(self, body: IncomingBody, version: int | None, full: bool) -> WeightUpdate:
         start, deadline = time.perf_counter(), self._deadline()
-        served = self.runtime.require_served()
-        next_version(served, version)
-        buf = await self._read_body(request, deadline, "push")
+        served = self.slot.require_served()
+        self.slot.next_version(version)
+        buf = await self._read_body(body, deadline, "push")
         try:
             checked = await self._in_thread(
                 deadline,
                 "checking the pushed tensors",
                 lambda _: self._check(served, parse_safetensors(buf).tensors, full=full),
             )
-            versions = await self._swap(deadline, "the push", served, checked, version)
+            versions = await self._swap(deadline, "the push", checked, version)
         finally:
             self.staging.release(len(buf))
         return self._result("push", versions, checked, start)
 
     # --- bucketed push: create, stage buckets, commit or abort ---------------------------
     def create_upload(self) -> UploadStatus:
-        self.runtime.require_served()
+        self.slot.require_served()
         upload = self.staging.create()
         self._expire_later()
         return self.staging.status(upload)
 
     @measured("stage")
-    async def stage(self, upload_id: str, request: Request) -> UploadStatus:
+    async def stage(self, upload_id: str, body: IncomingBody) -> UploadStatus:
         deadline = self._deadline()
-        served = self.runtime.require_served()
+        served = self.slot.require_served()
         self.staging.check_open(upload_id)  # 404 before reading a body nobody will use
         try:
-            buf = await self._read_body(request, deadline, "stage")
+            buf = await self._read_body(body, deadline, "stage")
             try:
                 checked = await self._in_thread(
                     deadline,
@@ -210,12 +210,12 @@ class WeightPlane:
     @measured("commit")
     async def commit(self, upload_id: str, req: CommitRequest) -> WeightUpdate:
         start, deadline = time.perf_counter(), self._deadline()
-        served = self.runtime.require_served()
+        served = self.slot.require_served()
         upload = self.staging.take(upload_id)
         try:
             if req.full:
                 check_complete(self._targets(served), upload.checked)
-            versions = await self._swap(deadline, "the commit", served, upload.checked, req.version)
+            versions = await self._swap(deadline, "the commit", upload.checked, req.version)
         except BaseException:
             self.staging.restore(upload)  # the client may fix the version and commit again
             self._expire_later()
@@ -242,10 +242,10 @@ class WeightPlane:
 
     @measured("adapter_load")
     async def push_adapter(
-        self, request: Request, version: int | None, name: str | None, allow_cast: bool
+        self, body: IncomingBody, version: int | None, name: str | None, allow_cast: bool
     ) -> WeightUpdate:
         deadline = self._deadline()
-        buf = await self._read_body(request, deadline, "adapter_load")
+        buf = await self._read_body(body, deadline, "adapter_load")
         try:
             payload = await asyncio.to_thread(parse_safetensors, buf)
             raw = payload.metadata.get(lora.METADATA_KEY)
@@ -262,22 +262,21 @@ class WeightPlane:
 
     async def _attach(self, deadline, config, tensors, name, version, allow_cast) -> WeightUpdate:
         start = time.perf_counter()
-        served = self.runtime.require_served()
-        next_version(served, version)
+        self.slot.require_served()
+        self.slot.next_version(version)
         await asyncio.to_thread(lora.precheck, tensors)
         previous, new, checked = await self._on_worker(
             deadline,
             "loading the adapter",
             lambda: self._locked(
                 lora.attach,
-                served,
+                self.slot,
                 config,
                 tensors,
                 slot=self._slots.next(),
                 name=name,
                 version=version,
                 allow_cast=allow_cast,
-                notify=self.runtime.notify_version_changed,
             ),
         )
         return self._result("adapter_load", (previous, new), checked, start)
@@ -285,11 +284,10 @@ class WeightPlane:
     @measured("adapter_unload")
     async def unload_adapter(self, version: int | None) -> WeightUpdate:
         start, deadline = time.perf_counter(), self._deadline()
-        served = self.runtime.require_served()
-        notify = self.runtime.notify_version_changed
+        self.slot.require_served()
         versions = await self._on_worker(
             deadline,
             "unloading the adapter",
-            lambda: self._locked(lora.detach, served, version=version, notify=notify),
+            lambda: self._locked(lora.detach, self.slot, version=version),
         )
         return self._result("adapter_unload", versions, None, start)

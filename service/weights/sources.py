@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import PathNotAllowedError, WeightsRejectedError
+from ..errors import DeadlineExceededError, PathNotAllowedError, WeightsRejectedError
 from .payload import Payload, parse_safetensors
 
 INDEX = "model.safetensors.index.json"
@@ -23,8 +23,11 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CHUNK = 64 << 20
 
 
-class Cancelled(Exception):
-    """The request gave up (deadline); stop reading."""
+class Cancelled(DeadlineExceededError):
+    """The request gave up (deadline); stop reading. bounded.py words the answer."""
+
+    def __init__(self) -> None:
+        super().__init__("the deadline passed while reading; nothing was applied")
 
 
 def confine(path: str, allowed: list[Path]) -> Path:

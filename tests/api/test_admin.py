@@ -176,7 +176,7 @@ def test_partial_reload_from_one_file(tmp_path, base_state):
         assert "missing" in error(r, 422)["message"]
         r = admin(srv.url, "POST", "/admin/weights/reload", json={"path": str(one), "full": False})
         assert r.json()["tensors"] == 1
-        emb = runtime_of(srv).served.model.get_input_embeddings().weight
+        emb = runtime_of(srv).slot.served.model.get_input_embeddings().weight
         assert torch.equal(emb, base_state["model.embed_tokens.weight"] * 2)  # the tied pair
 
 
@@ -308,14 +308,14 @@ def test_an_update_that_cannot_start_in_time_answers_504_and_never_lands(tmp_pat
     ckpt = save_checkpoint(perturbed(base_state), tmp_path / "p")
     with tiny_server(admin_timeout_s=0.5) as srv:
         runtime = runtime_of(srv)
-        busy = runtime.worker._executor.submit(time.sleep, 1.5)  # a long scoring pass
+        busy = runtime.worker.submit(time.sleep, 1.5)  # a long scoring pass
         t0 = time.monotonic()
         r = admin(srv.url, "POST", "/admin/weights/reload", json={"path": str(ckpt)})
         assert time.monotonic() - t0 < 1.4
         assert "not applied" in error(r, 504)["message"]
         busy.result()
         time.sleep(0.1)
-        assert runtime.served.version == 0 and scores(srv.url)[0] == 0
+        assert runtime.slot.version == 0 and scores(srv.url)[0] == 0
 
 
 def metric(text: str, name: str) -> float:

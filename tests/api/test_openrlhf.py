@@ -7,7 +7,7 @@ sends query = decode(prompt_ids + response_ids, skip_special_tokens=False) with 
 import httpx
 import pytest
 
-from vigor_service.openrlhf import split_response, strip_padding
+from vigor_service.scoring.openrlhf import split_response, strip_padding
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from vigor_service.engine.reference import ReferenceEngine
 from vigor_service.engine.types import TokenSequence
 from vigor_service.errors import NoAdapterError, VersionConflictError, WeightsRejectedError
 from vigor_service.models.loader import LoadedModel
-from vigor_service.served_model import ServedModel
+from vigor_service.serving import ServedModel, ServingSlot
 from vigor_service.weights import adapter as lora
 
 from ..tiny_models import tiny_llama
@@ -17,9 +17,11 @@ SEQS = [TokenSequence((1, 2, 3), (4, 5, 6)), TokenSequence((7,), (8, 9))]
 CONFIG = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 
 
-def served_tiny() -> ServedModel:
+def served_tiny() -> ServingSlot:
     model = tiny_llama(tied=True, dtype=torch.float64)
-    return ServedModel(LoadedModel("tiny", None, model, None), ReferenceEngine())
+    slot = ServingSlot()
+    slot.set_served(ServedModel(LoadedModel("tiny", None, model, None), ReferenceEngine()))
+    return slot
 
 
 def trained_adapter(config: dict, seed: int = 0):
@@ -34,16 +36,15 @@ def trained_adapter(config: dict, seed: int = 0):
     return peft, {k: v.clone() for k, v in get_peft_model_state_dict(peft).items()}
 
 
-def norms(served: ServedModel) -> list[float]:
-    return [r.grad_norm for r in served.score(SEQS, (), 1.0)]
+def norms(slot: ServingSlot) -> list[float]:
+    return [r.grad_norm for r in slot.score(SEQS, (), 1.0)[0]]
 
 
-def attach(served, config, tensors, version=None, slot="s1", allow_cast=True):
+def attach(serving, config, tensors, version=None, slot="s1", allow_cast=True):
     cfg = lora.parse_config(config, "test")
     return lora.attach(
-        served, cfg, tensors, slot=slot, name="a", version=version,
-        allow_cast=allow_cast, notify=lambda: None,
-    )  # fmt: skip
+        serving, cfg, tensors, slot=slot, name="a", version=version, allow_cast=allow_cast
+    )
 
 
 def test_attach_scores_only_the_lora_weights_like_the_reference():
@@ -51,15 +52,15 @@ def test_attach_scores_only_the_lora_weights_like_the_reference():
     base_norms = norms(served)
     peft, tensors = trained_adapter(CONFIG)
     attach(served, CONFIG, tensors)
-    assert served.version == 1 and served.adapter == "a"
-    assert {n.replace(".s1.", ".") for n, _ in served.scored_named} == {
+    assert served.version == 1 and served.served.adapter == "a"
+    assert {n.replace(".s1.", ".") for n, _ in served.served.scored_named} == {
         n.replace(".default.", ".") for n, _ in peft.named_parameters() if "lora" in n
     }
     lora_params = [p for n, p in peft.named_parameters() if "lora" in n]
     want = [r.grad_norm for r in ReferenceEngine().score(peft, lora_params, SEQS)]
     assert norms(served) == pytest.approx(want, rel=1e-12)
-    lora.detach(served, version=None, notify=lambda: None)
-    assert served.version == 2 and served.adapter is None
+    lora.detach(served, version=None)
+    assert served.version == 2 and served.served.adapter is None
     assert norms(served) == base_norms  # the base weights were never touched
 
 
@@ -70,7 +71,7 @@ def test_replacing_an_adapter_keeps_only_the_new_one():
     peft2, second = trained_adapter(config2, seed=2)
     attach(served, CONFIG, first)
     attach(served, config2, second, slot="s2")
-    assert all("k_proj" in n for n, _ in served.scored_named)
+    assert all("k_proj" in n for n, _ in served.served.scored_named)
     lora_params = [p for n, p in peft2.named_parameters() if "lora" in n]
     want = [r.grad_norm for r in ReferenceEngine().score(peft2, lora_params, SEQS)]
     assert norms(served) == pytest.approx(want, rel=1e-12)
@@ -82,7 +83,11 @@ def test_a_refused_adapter_leaves_the_served_model_as_it_was(existing):
     if existing:
         _, first = trained_adapter(CONFIG, seed=1)
         attach(served, CONFIG, first)
-    before, version, names = norms(served), served.version, [n for n, _ in served.scored_named]
+    before, version, names = (
+        norms(served),
+        served.version,
+        [n for n, _ in served.served.scored_named],
+    )
     _, good = trained_adapter(CONFIG, seed=3)
     key = next(iter(good))
     cases = [
@@ -94,7 +99,7 @@ def test_a_refused_adapter_leaves_the_served_model_as_it_was(existing):
     for tensors, phrase in cases:
         with pytest.raises(WeightsRejectedError, match=phrase):
             attach(served, CONFIG, tensors, slot=f"bad{len(phrase)}")
-        assert served.version == version and [n for n, _ in served.scored_named] == names
+        assert served.version == version and [n for n, _ in served.served.scored_named] == names
         assert norms(served) == before
     with pytest.raises(VersionConflictError):
         attach(served, CONFIG, good, version=version, slot="late")
@@ -109,4 +114,4 @@ def test_config_problems_and_detach_without_adapter():
     cfg = lora.parse_config({**CONFIG, "some_future_field": 1}, "cfg")  # ignored, as peft does
     assert cfg.r == 4
     with pytest.raises(NoAdapterError):
-        lora.detach(served_tiny(), version=None, notify=lambda: None)
+        lora.detach(served_tiny(), version=None)

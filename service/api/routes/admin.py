@@ -21,7 +21,7 @@ from vigor_client.schema import (
 )
 
 from ...errors import WeightsRejectedError
-from ..deps import AdminAuth, WeightsDep
+from ..deps import AdminAuth, BodyDep, WeightsDep, incoming_body
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminAuth])
 
@@ -53,10 +53,10 @@ async def reload_weights(body: ReloadRequest, weights: WeightsDep) -> WeightUpda
 
 @router.post("/weights/push", responses=ERRORS, openapi_extra=SAFETENSORS_BODY)
 async def push_weights(
-    request: Request, weights: WeightsDep, version: Version = None, full: bool = False
+    body: BodyDep, weights: WeightsDep, version: Version = None, full: bool = False
 ) -> WeightUpdate:
     """Apply the tensors of one safetensors body (small models; large ones use uploads)."""
-    return await weights.push(request, version, full)
+    return await weights.push(body, version, full)
 
 
 @router.post("/weights/uploads", status_code=201, responses=ERRORS)
@@ -68,9 +68,9 @@ async def create_upload(weights: WeightsDep) -> UploadStatus:
 @router.post(
     "/weights/uploads/{upload_id}/buckets", responses=ERRORS, openapi_extra=SAFETENSORS_BODY
 )
-async def stage_bucket(upload_id: str, request: Request, weights: WeightsDep) -> UploadStatus:
+async def stage_bucket(upload_id: str, body: BodyDep, weights: WeightsDep) -> UploadStatus:
     """Validate and stage one bucket; nothing is served until the commit."""
-    return await weights.stage(upload_id, request)
+    return await weights.stage(upload_id, body)
 
 
 @router.post("/weights/uploads/{upload_id}/commit", responses=ERRORS)
@@ -111,7 +111,7 @@ async def load_adapter(
     with the adapter_config JSON in its __metadata__["adapter_config"]."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/octet-stream":
-        return await weights.push_adapter(request, version, name, allow_cast)
+        return await weights.push_adapter(incoming_body(request), version, name, allow_cast)
     if kind != "application/json":
         raise WeightsRejectedError(
             ["send application/json {path: ...} or an application/octet-stream safetensors body"]

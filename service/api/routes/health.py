@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ..deps import RuntimeDep
+from ..deps import SlotDep
 
 router = APIRouter(tags=["health"])
 
@@ -17,14 +17,8 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", responses={503: {"description": "loading, failed to load, or draining"}})
-async def ready(runtime: RuntimeDep) -> JSONResponse:
+async def ready(slot: SlotDep) -> JSONResponse:
     """200 only once the model is loaded and has scored a warm-up sequence."""
-    if runtime.ready:
+    if slot.ready:
         return JSONResponse({"status": "ready"})
-    if runtime.shutting_down:
-        reason = "shutting down"
-    elif runtime.load_error:
-        reason = f"model failed to load: {runtime.load_error}"
-    else:
-        reason = "loading"
-    return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "not_ready", "reason": slot.not_ready_reason()}, status_code=503)

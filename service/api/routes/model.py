@@ -15,7 +15,7 @@ router = APIRouter(tags=["model"], dependencies=[ApiAuth])
 async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
     return ModelInfo(
         model=served.name,
-        weight_version=served.version,
+        weight_version=runtime.slot.version,
         device=str(served.device),
         dtype=str(served.dtype).removeprefix("torch."),
         engine=served.engine.name,
@@ -24,5 +24,5 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         adapter=served.adapter,
         vocab_size=served.vocab_size,
         max_sequence_length=served.max_length,
-        limits={**runtime.limits.as_dict(), "max_batch_tokens": runtime.max_batch_tokens},
+        limits={**runtime.pipeline.limits.as_dict(), "max_batch_tokens": runtime.max_batch_tokens},
     )

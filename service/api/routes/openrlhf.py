@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, get_args
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from vigor_client.schema import (
-    ErrorResponse,
-    OpenRLHFRequest,
-    OpenRLHFResponse,
-    RewardsRequest,
-    SignalName,
-)
+from vigor_client.schema import ErrorResponse, OpenRLHFRequest, OpenRLHFResponse
+from vigor_client.wire import SIGNAL_NAMES
 
 from ...errors import InputProblem, InvalidInputError
-from ...openrlhf import plan_request, relocate, to_response
-from ..deps import ApiAuth, RuntimeDep, ServedDep
+from ..deps import ApiAuth, PipelineDep
 
 router = APIRouter(tags=["openrlhf"], dependencies=[ApiAuth])
-
-SIGNALS = get_args(SignalName)
 
 
 def parse_signals(raw: str | None) -> list[str]:
     names = [s.strip() for s in (raw or "").split(",") if s.strip()]
-    unknown = [s for s in names if s not in SIGNALS]
+    unknown = [s for s in names if s not in SIGNAL_NAMES]
     if unknown:
         raise InvalidInputError(
-            [InputProblem("signals", f"unknown {unknown}; choose from {', '.join(SIGNALS)}")]
+            [InputProblem("signals", f"unknown {unknown}; choose from {', '.join(SIGNAL_NAMES)}")]
         )
     return names
 
@@ -44,24 +35,10 @@ def parse_signals(raw: str | None) -> list[str]:
 )
 async def get_reward(
     body: OpenRLHFRequest,
-    runtime: RuntimeDep,
-    served: ServedDep,
+    pipeline: PipelineDep,
     signals: Annotated[
         str | None,
         Query(description="Comma-separated extra signals logged as vigor_<name> in extra_logs."),
     ] = None,
 ) -> OpenRLHFResponse:
-    names = parse_signals(signals)
-    if not body.query:
-        return OpenRLHFResponse(
-            rewards=[], scores=[], extra_logs={}, model=served.name, weight_version=served.version
-        )
-    plan = await asyncio.to_thread(plan_request, body, served.tokenizer)
-    request = RewardsRequest(groups=plan.groups, signals=names)
-    runtime.limits.check(request)
-    try:
-        sequences = await asyncio.to_thread(served.tokenization.sequences, request.groups)
-    except InvalidInputError as exc:
-        raise relocate(exc, plan) from None
-    result = await runtime.score(served, request, sequences)
-    return to_response(result, plan)
+    return await pipeline.score_openrlhf(body, parse_signals(signals))

@@ -1,14 +1,12 @@
-"""POST /v1/rewards: validate, tokenize, hand to the engine worker, answer."""
+"""POST /v1/rewards: the validated body goes to the scoring pipeline."""
 
 from __future__ import annotations
-
-import asyncio
 
 from fastapi import APIRouter
 
 from vigor_client.schema import ErrorResponse, RewardsRequest, RewardsResponse
 
-from ..deps import ApiAuth, RuntimeDep, ServedDep
+from ..deps import ApiAuth, PipelineDep
 
 router = APIRouter(tags=["rewards"], dependencies=[ApiAuth])
 
@@ -26,11 +24,5 @@ ERRORS = {
 
 
 @router.post("/v1/rewards", responses=ERRORS)
-async def rewards(body: RewardsRequest, runtime: RuntimeDep, served: ServedDep) -> RewardsResponse:
-    runtime.limits.check(body)
-    # Tokenizing a large request takes a while: keep it off the event loop.
-    sequences = await asyncio.to_thread(served.tokenization.sequences, body.groups)
-    # Only after validation: a bad request answers 422 at once, not after waiting for weights.
-    if body.min_weight_version is not None:
-        await runtime.wait_for_version(body.min_weight_version, body.wait_s)
-    return await runtime.score(served, body, sequences)
+async def rewards(body: RewardsRequest, pipeline: PipelineDep) -> RewardsResponse:
+    return await pipeline.score(body)
