@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 # Failures that say "this replica, not this request": its groups can go elsewhere.
 REROUTABLE = (VigorConnectionError, NotReadyError)
-WEIGHT_METHODS = ("reload_weights", "push_weights", "load_adapter", "unload_adapter")
 
 
 class WeightSyncError(VigorError):
@@ -343,7 +342,6 @@ def aconnect(
 
 
 __all__ = [
-    "WEIGHT_METHODS",
     "AsyncVigorReplicas",
     "VigorReplicas",
     "WeightSyncError",

@@ -10,9 +10,14 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import LimitExceededError
 
-class BodyTooLarge(Exception):
-    pass
+
+class BodyTooLarge(LimitExceededError):
+    """Raised while a body streams in past the limit; answered 413 here or by the handlers."""
+
+    def __init__(self) -> None:
+        super().__init__("the request body exceeds max_request_bytes")
 
 
 class BodyLimitMiddleware:

@@ -12,10 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vigor_client.schema import ErrorDetail, ErrorResponse
 
 from .. import errors as e
+from ..engine.errors import UnsupportedModelError
 
 log = logging.getLogger(__name__)
 
+# Every error class the service raises, by its nearest listed ancestor; its `code` is the class's.
 STATUS: dict[type[e.VigorServiceError], int] = {
+    e.VigorServiceError: 500,
     e.InvalidInputError: 422,
     e.NotReadyError: 503,
     e.ModelLoadError: 503,
@@ -27,6 +30,7 @@ STATUS: dict[type[e.VigorServiceError], int] = {
     e.PathNotAllowedError: 403,
     e.UploadNotFoundError: 404,
     e.NoAdapterError: 404,
+    UnsupportedModelError: 500,  # the operator's choice of engine, not the caller's input
 }
 
 
@@ -60,10 +64,7 @@ def _validation_message(err: dict) -> str:
 
 
 def status_for(exc: e.VigorServiceError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
+    return next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
 
 
 def install_error_handlers(app: FastAPI) -> None:
