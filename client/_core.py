@@ -71,6 +71,7 @@ class RequestCore:
         min_weight_version: int | None = None,
         wait_s: float = 0.0,
         deadline_s: float | None = None,
+        hold_s: float | None = None,
     ) -> PreparedRequest:
         body = RewardsRequest(
             groups=to_groups(groups),
@@ -80,6 +81,7 @@ class RequestCore:
             min_weight_version=min_weight_version,
             wait_s=wait_s,
             deadline_s=deadline_s,
+            hold_s=hold_s,
         )
         return PreparedRequest(
             "POST",

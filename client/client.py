@@ -56,7 +56,7 @@ class VigorClient(_ClientBase):
 
     def score(self, groups: Sequence[GroupLike], **options: Any) -> RewardsResponse:
         """Score groups of completions; options: shaping, signals, temperature,
-        min_weight_version, wait_s, deadline_s."""
+        min_weight_version, wait_s, deadline_s, hold_s."""
         return self._call(self._core.rewards(groups, **options), RewardsResponse)
 
     def model_info(self) -> ModelInfo:

@@ -14,6 +14,9 @@ SignalName = Literal["logprob_sum", "logprob_mean", "entropy_mean", "self_certai
 Shaping = Literal["rank", "none"]
 GroupId = StrictStr | StrictInt | None
 TokenId = Annotated[StrictInt, Field(ge=0)]
+# How long the server holds the samples of an incomplete group (group_size set) before it answers
+# them with reward null, reason "group_incomplete". The server's default: --group-hold-s.
+HoldSeconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -30,7 +33,13 @@ COMPLETION_FORMS = ("completions", "completion_ids")
 
 
 class Group(_Strict):
-    """One prompt and the G completions sampled for it; rank shaping happens within a group."""
+    """One prompt and the G completions sampled for it; rank shaping happens within a group.
+
+    With `group_size`, this request carries only some of the group (trainers that ask one sample
+    at a time): the server holds them under the key `id` until `group_size` completions of that
+    key have arrived from any requests, scores and ranks the whole group, and answers each
+    request with its own completions only.
+    """
 
     id: GroupId = None
     prompt: StrictStr | None = None
@@ -38,6 +47,17 @@ class Group(_Strict):
     prompt_ids: list[TokenId] | None = None
     completions: list[StrictStr] | None = None
     completion_ids: list[list[TokenId]] | None = None
+    group_size: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="Completions in the whole group, across requests; `id` is its key."
+    )
+    sample_ids: list[StrictStr] | None = Field(
+        None,
+        description="One per completion: its identity within the group, stable across retries "
+        "(a sample sent again takes over its held slot instead of counting twice).",
+    )
+    hold_s: HoldSeconds | None = Field(
+        None, description="Give up on an incomplete group after this long (default: the server's)."
+    )
 
     @model_validator(mode="after")
     def _one_form_each(self) -> Group:
@@ -51,7 +71,29 @@ class Group(_Strict):
             raise ValueError(f"give exactly one of {', '.join(COMPLETION_FORMS)} (got {got})")
         if len(self.completion_list) == 0:
             raise ValueError(f"{comps[0]} is empty: a group needs at least one completion")
+        self._check_assembly(comps[0])
         return self
+
+    def _check_assembly(self, completion_form: str) -> None:
+        if self.group_size is None:
+            extra = [f for f in ("sample_ids", "hold_s") if getattr(self, f) is not None]
+            if extra:
+                raise ValueError(f"{extra[0]} needs group_size (it only applies to a held group)")
+            return
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError("a group with group_size needs a non-empty string id: the group key")
+        if self.sample_ids is None:
+            return
+        n = len(self.completion_list)
+        if len(self.sample_ids) != n:
+            raise ValueError(
+                f"sample_ids has {len(self.sample_ids)} items but {completion_form} has {n}"
+            )
+        seen: dict[str, int] = {}
+        for k, sid in enumerate(self.sample_ids):
+            if sid in seen:
+                raise ValueError(f"sample_ids[{k}] repeats sample_ids[{seen[sid]}] ({sid!r})")
+            seen[sid] = k
 
     @property
     def completion_list(self) -> list[Any]:
@@ -73,6 +115,9 @@ class RewardsRequest(_Strict):
     )
     deadline_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
         None, description="Answer 504 without computing if scoring cannot start within this time."
+    )
+    hold_s: HoldSeconds | None = Field(
+        None, description="Default hold_s for the groups with group_size that set none."
     )
 
     model_config = ConfigDict(extra="forbid", strict=False)
