@@ -70,6 +70,12 @@ class DeadlineExceededError(VigorServiceError):
     code = "deadline_exceeded"
 
 
+class GroupIncompleteError(DeadlineExceededError):
+    """Held samples whose group did not complete within its hold time (504, on /get_reward)."""
+
+    code = "group_incomplete"
+
+
 class WeightsRejectedError(VigorServiceError):
     """A checkpoint, push or adapter that cannot be applied (422); the message names the tensor."""
 

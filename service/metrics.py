@@ -60,6 +60,18 @@ class Metrics:
             "vigor_weight_staged_bytes", "Weight bytes held before they are applied.", registry=r
         )
         self.ready = Gauge("vigor_ready", "1 once the model serves, else 0.", registry=r)
+        self.held_groups = Gauge(
+            "vigor_held_groups", "Groups waiting for more samples (group_size).", registry=r
+        )
+        self.held_samples = Gauge(
+            "vigor_held_samples", "Samples held until their groups complete.", registry=r
+        )
+        self.held_bytes = Gauge("vigor_held_bytes", "Bytes of held samples.", registry=r)
+        self.groups_incomplete = Gauge(
+            "vigor_groups_incomplete_total",
+            "Groups answered 'group_incomplete' after their hold time, since start.",
+            registry=r,
+        )
 
     def watch(
         self,
@@ -68,8 +80,16 @@ class Metrics:
         queue_depth: Callable[[], float],
         staged_bytes: Callable[[], float],
         ready: Callable[[], bool],
+        held_groups: Callable[[], float],
+        held_samples: Callable[[], float],
+        held_bytes: Callable[[], float],
+        groups_incomplete: Callable[[], float],
     ) -> Metrics:
         """The gauges' values, read at scrape time."""
+        self.held_groups.set_function(held_groups)
+        self.held_samples.set_function(held_samples)
+        self.held_bytes.set_function(held_bytes)
+        self.groups_incomplete.set_function(groups_incomplete)
         self.weight_version.set_function(weight_version)
         self.queue_depth.set_function(queue_depth)
         self.staged_bytes.set_function(staged_bytes)

@@ -44,14 +44,25 @@ class Runtime:
             max_sequence_tokens=s.max_sequence_tokens or 0,
         )
         self.pipeline = ScoringPipeline(
-            self.slot, self.scheduler, limits, on_scored=self._count_scored
+            self.slot,
+            self.scheduler,
+            limits,
+            on_scored=self._count_scored,
+            hold_s=s.group_hold_s,
+            max_held_samples=s.max_held_samples,
+            max_held_bytes=s.max_held_bytes,
         )
+        assembler = self.pipeline.assembler
         self.weights = WeightPlane(s, self.slot, self.worker, self.metrics)
         self.metrics.watch(
             weight_version=lambda: self.slot.version if self.slot.served is not None else -1,
             queue_depth=lambda: self.worker.pending + self.scheduler.depth,
             staged_bytes=lambda: self.weights.staging.staged_bytes,
             ready=lambda: self.slot.ready,
+            held_groups=lambda: assembler.held_groups,
+            held_samples=lambda: assembler.held_samples,
+            held_bytes=lambda: assembler.held_bytes,
+            groups_incomplete=lambda: assembler.incomplete,
         )
 
     def _count_scored(self, response) -> None:
@@ -78,6 +89,8 @@ class Runtime:
     async def drain(self, timeout: float) -> int:
         """Stop taking work (/ready turns 503), wait for in-flight requests; returns those left."""
         self.slot.draining = True
+        # Held samples would wait out their hold time: let their callers retry elsewhere now.
+        self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
         end = time.monotonic() + timeout
         while self.scheduler.in_flight and time.monotonic() < end:
             await asyncio.sleep(0.05)
@@ -85,5 +98,6 @@ class Runtime:
 
     async def aclose(self) -> None:
         self.slot.draining = True
+        self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
         await self.scheduler.stop()
         self.worker.shutdown()

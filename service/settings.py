@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     max_sequence_tokens: int | None = Field(
         None, gt=0, description="Longest prompt + completion; default and cap: the model's context."
     )
+    group_hold_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long samples of an incomplete group (group_size) are held before they "
+        "answer 'group_incomplete'; below OpenRLHF's 180 s client timeout.",
+    )
+    max_held_samples: int = Field(
+        65536, gt=0, description="Most samples held waiting for their groups; more answer 429."
+    )
+    max_held_bytes: int = Field(
+        256 << 20, gt=0, description="Most bytes of held samples; more answer 429."
+    )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )

@@ -23,7 +23,7 @@ from typing import Any
 from vigor_client.schema import Group, OpenRLHFRequest, OpenRLHFResponse, RewardsResponse
 from vigor_client.wire import stand_in_floor
 
-from ..errors import InputProblem, InvalidInputError
+from ..errors import GroupIncompleteError, InputProblem, InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class OpenRLHFPlan:
     groups: list[Group]
     members: list[list[int]]
     size: int
+    prompts: list[str]  # group g's prompt text: the group key when samples are held
 
 
 def strip_padding(text: str, pad: str | None, eos: str | None) -> str:
@@ -105,7 +106,9 @@ def plan_request(body: OpenRLHFRequest, tokenizer: Any) -> OpenRLHFPlan:
         Group(id=g, prompt_ids=p, completion_ids=c)
         for g, (p, c) in enumerate(zip(prompt_ids, completion_ids, strict=True))
     ]
-    return OpenRLHFPlan(groups=groups, members=members, size=len(body.query))
+    return OpenRLHFPlan(
+        groups=groups, members=members, size=len(body.query), prompts=list(by_prompt)
+    )
 
 
 _GROUP_LOC = re.compile(r"^groups\[(\d+)\]\.(prompt_ids|completion_ids)(?:\[(\d+)\])?")
@@ -135,8 +138,12 @@ def _log_scores(scores: list[float | None]) -> list[float]:
 
 
 def to_response(result: RewardsResponse, plan: OpenRLHFPlan) -> OpenRLHFResponse:
-    """Scatter group results back to query order. `scores` repeats the rank rewards, as
-    OpenRLHF's own reward server does; the raw VIGOR numbers go to `extra_logs`."""
+    """Scatter group results back to query order; the raw VIGOR numbers go to `extra_logs`.
+
+    `scores` are the rank rewards mapped to [0, 1] ((r + 1) / 2, group mean 0.5): OpenRLHF's
+    dynamic filtering keeps a prompt when `min < mean(scores) < max` (default 0, 1), which then
+    keeps every complete group — VIGOR has no notion of a solved or a hopeless prompt.
+    """
     n = plan.size
     rewards = [math.nan] * n
     logs: dict[str, list[float]] = {
@@ -150,8 +157,13 @@ def to_response(result: RewardsResponse, plan: OpenRLHFPlan) -> OpenRLHFResponse
         log_scores = _log_scores(group.scores)
         for j, i in enumerate(idx):
             reward = group.rewards[j]
-            if reward is None:  # rank shaping always yields a number; guard the invariant
-                raise RuntimeError(f"no reward for query[{i}]")
+            if reward is None:
+                raise GroupIncompleteError(
+                    f"query[{i}]: no reward ({group.reasons[j]}): its group of prompt "
+                    f"{plan.prompts[plan.members.index(idx)][:60]!r} did not get all its "
+                    "samples within the hold time (hold_s); check ?group_size= against "
+                    "--rollout.n_samples_per_prompt"
+                )
             rewards[i] = reward
             logs["vigor_score"][i] = log_scores[j]
             logs["vigor_grad_norm"][i] = group.grad_norms[j] or 0.0
@@ -162,7 +174,7 @@ def to_response(result: RewardsResponse, plan: OpenRLHFPlan) -> OpenRLHFResponse
                 logs.setdefault(f"vigor_{name}", [0.0] * n)[i] = values[j] or 0.0
     return OpenRLHFResponse(
         rewards=rewards,
-        scores=list(rewards),
+        scores=[(r + 1.0) / 2.0 for r in rewards],
         extra_logs=logs,
         model=result.model,
         weight_version=result.weight_version,

@@ -11,11 +11,18 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 
-from vigor_client.schema import OpenRLHFRequest, OpenRLHFResponse, RewardsRequest, RewardsResponse
+from vigor_client.schema import (
+    GroupResult,
+    OpenRLHFRequest,
+    OpenRLHFResponse,
+    RewardsRequest,
+    RewardsResponse,
+)
 
 from ..engine.types import TokenSequence
-from ..errors import InvalidInputError
+from ..errors import InputProblem, InvalidInputError
 from ..serving import ServedModel, ServingSlot
+from .assembler import Gone, GroupAssembler, SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
@@ -36,11 +43,19 @@ class ScoringPipeline:
         scheduler: Scheduler,
         limits: Limits,
         on_scored: OnScored | None = None,
+        *,
+        hold_s: float = 120.0,
+        max_held_samples: int = 65536,
+        max_held_bytes: int = 256 << 20,
     ) -> None:
         self.slot = slot
         self.scheduler = scheduler
         self._limits = limits
         self._on_scored = on_scored
+        self.assembler = GroupAssembler(
+            self.run, hold_s=hold_s, max_held_samples=max_held_samples,
+            max_held_bytes=max_held_bytes,
+        )  # fmt: skip
 
     @property
     def limits(self) -> Limits:
@@ -76,11 +91,72 @@ class ScoringPipeline:
             self._on_scored(response)
         return response
 
-    async def score(self, request: RewardsRequest) -> RewardsResponse:
-        return await self.run(request, await self.prepare(request))
+    async def score(self, request: RewardsRequest, gone: Gone | None = None) -> RewardsResponse:
+        """Whole groups are scored at once; groups with `group_size` wait for their samples.
 
-    async def score_openrlhf(self, body: OpenRLHFRequest, signals: list[str]) -> OpenRLHFResponse:
-        """OpenRLHF's /get_reward batch: split, regroup by prompt, score, scatter back."""
+        `gone` tells whether the caller has left (held samples then await a retry).
+        """
+        groups = await self.prepare(request)
+        held = [g.group_size is not None for g in request.groups]
+        if not any(held):
+            return await self.run(request, groups)
+        if not all(held):
+            raise InvalidInputError(
+                [
+                    InputProblem(
+                        f"groups[{held.index(False)}].group_size",
+                        "missing: a request's groups are either all held (group_size set) or "
+                        "all whole",
+                    )
+                ]
+            )
+        self.slot.require_accepting()
+        answers = await self.assembler.submit(request, groups, gone)
+        return self._held_response(request, groups, answers)
+
+    def _held_response(
+        self,
+        request: RewardsRequest,
+        groups: list[list[TokenSequence]],
+        answers: list[list[SampleAnswer]],
+    ) -> RewardsResponse:
+        """This request's own rows; its version is the lowest any of its samples was scored at."""
+        versions = [a.version for row in answers for a in row if a.version is not None]
+        out = []
+        for group, row, seqs in zip(request.groups, answers, groups, strict=True):
+            signals = None
+            if request.signals:
+                signals = {n: [a.signals.get(n) for a in row] for n in request.signals}
+            out.append(
+                GroupResult(
+                    id=group.id,
+                    rewards=[a.reward for a in row],
+                    scores=[a.score for a in row],
+                    grad_norms=[a.grad_norm for a in row],
+                    num_tokens=[seq.num_tokens for seq in seqs],
+                    reasons=[a.reason for a in row],
+                    signals=signals,
+                )
+            )
+        return RewardsResponse(
+            model=self.slot.require_served().name,
+            weight_version=min(versions) if versions else self.slot.version,
+            groups=out,
+        )
+
+    async def score_openrlhf(
+        self,
+        body: OpenRLHFRequest,
+        signals: list[str],
+        group_size: int | None = None,
+        hold_s: float | None = None,
+        gone: Gone | None = None,
+    ) -> OpenRLHFResponse:
+        """OpenRLHF's /get_reward: split, regroup by prompt, score, scatter back.
+
+        With `group_size`, every prompt's samples are held until the group is complete (OpenRLHF
+        ≥ 0.9.1 posts one sample per call); without it the batch must hold whole groups.
+        """
         served = self.slot.require_served()
         if not body.query:
             return OpenRLHFResponse(
@@ -88,9 +164,29 @@ class ScoringPipeline:
                 weight_version=self.slot.version,
             )  # fmt: skip
         plan = await asyncio.to_thread(plan_request, body, served.tokenizer)
-        request = RewardsRequest(groups=plan.groups, signals=signals)
+        if group_size is None:
+            lone = [m[0] for m in plan.members if len(m) == 1]
+            if lone:
+                raise InvalidInputError(
+                    [
+                        InputProblem(
+                            f"query[{lone[0]}]",
+                            "is the only sample of its prompt in this request, and a rank "
+                            "reward needs the whole group. OpenRLHF >= 0.9.1 posts one sample "
+                            "per call: add ?group_size=N (its --rollout.n_samples_per_prompt) "
+                            "to the reward URL",
+                        )
+                    ]
+                )
+            groups = plan.groups
+        else:
+            groups = [
+                g.model_copy(update={"id": prompt, "group_size": group_size, "hold_s": hold_s})
+                for g, prompt in zip(plan.groups, plan.prompts, strict=True)
+            ]
+        request = RewardsRequest(groups=groups, signals=signals)
         try:
-            groups = await self.prepare(request)
+            result = await self.score(request, gone)
         except InvalidInputError as exc:
             raise relocate(exc, plan) from None
-        return to_response(await self.run(request, groups), plan)
+        return to_response(result, plan)

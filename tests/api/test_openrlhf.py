@@ -83,7 +83,7 @@ def test_matches_v1_rewards_on_the_generated_ids(served_default, samples, plain)
         g, j = s["group"], k // 2
         wg = want["groups"][g]
         assert got["rewards"][k] == pytest.approx(wg["rewards"][j], abs=1e-12)
-        assert got["scores"][k] == got["rewards"][k]
+        assert got["scores"][k] == (got["rewards"][k] + 1) / 2  # in [0, 1], group mean 0.5
         assert got["extra_logs"]["vigor_score"][k] == pytest.approx(wg["scores"][j], rel=1e-9)
         assert got["extra_logs"]["vigor_num_tokens"][k] == len(s["ids"])  # special ids kept
     assert sorted(got["rewards"][0::2]) == [-1.0, 0.0, 1.0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from vigor_client.schema import ErrorResponse, OpenRLHFRequest, OpenRLHFResponse
 from vigor_client.wire import SIGNAL_NAMES
@@ -29,16 +29,36 @@ def parse_signals(raw: str | None) -> list[str]:
     "/get_reward",
     responses={
         413: {"model": ErrorResponse, "description": "over a size limit (groups, completions)"},
-        422: {"model": ErrorResponse, "description": "a query does not start with its prompt"},
+        422: {
+            "model": ErrorResponse,
+            "description": "a query does not start with its prompt, or a lone sample without "
+            "?group_size",
+        },
+        504: {"model": ErrorResponse, "description": "its group did not complete within hold_s"},
         429: {"model": ErrorResponse, "description": "the queue is full; retry after Retry-After"},
     },
 )
 async def get_reward(
     body: OpenRLHFRequest,
     pipeline: PipelineDep,
+    request: Request,
     signals: Annotated[
         str | None,
         Query(description="Comma-separated extra signals logged as vigor_<name> in extra_logs."),
     ] = None,
+    group_size: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="Samples per prompt (--rollout.n_samples_per_prompt): samples are held "
+            "until their prompt's group is complete, then ranked together.",
+        ),
+    ] = None,
+    hold_s: Annotated[
+        float | None,
+        Query(gt=0, le=3600, description="Give up on an incomplete group after this long."),
+    ] = None,
 ) -> OpenRLHFResponse:
-    return await pipeline.score_openrlhf(body, parse_signals(signals))
+    return await pipeline.score_openrlhf(
+        body, parse_signals(signals), group_size, hold_s, gone=request.is_disconnected
+    )

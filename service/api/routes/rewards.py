@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from vigor_client.schema import ErrorResponse, RewardsRequest, RewardsResponse
 
@@ -24,5 +24,5 @@ ERRORS = {
 
 
 @router.post("/v1/rewards", responses=ERRORS)
-async def rewards(body: RewardsRequest, pipeline: PipelineDep) -> RewardsResponse:
-    return await pipeline.score(body)
+async def rewards(body: RewardsRequest, pipeline: PipelineDep, request: Request) -> RewardsResponse:
+    return await pipeline.score(body, gone=request.is_disconnected)

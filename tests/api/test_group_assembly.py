@@ -1,0 +1,158 @@
+"""Groups assembled from one-sample requests over real HTTP (tiny model, uvicorn on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import httpx
+import pytest
+
+from ..weights.helpers import tiny_server
+
+PROMPTS = {"a": [1, 2, 3], "b": [4, 5], "c": [6, 7, 8, 9]}
+COMPLETIONS = {
+    "a": [[10, 11], [12], [13, 14, 15], [16, 17]],
+    "b": [[20], [21, 22, 23], [24, 25], []],
+    "c": [[30, 31, 32], [33], [34, 35], [36, 37, 38, 39]],
+}
+
+
+def whole_groups(url: str) -> dict[str, dict]:
+    body = {
+        "groups": [
+            {"id": k, "prompt_ids": PROMPTS[k], "completion_ids": COMPLETIONS[k]} for k in PROMPTS
+        ],
+        "signals": ["entropy_mean"],
+    }
+    r = httpx.post(url + "/v1/rewards", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return {g["id"]: g for g in r.json()["groups"]}
+
+
+def one_sample(key: str, j: int, **extra) -> dict:
+    group = {
+        "id": key,
+        "group_size": len(COMPLETIONS[key]),
+        "prompt_ids": PROMPTS[key],
+        "completion_ids": [COMPLETIONS[key][j]],
+        **extra,
+    }
+    return {"groups": [group], "signals": ["entropy_mean"]}
+
+
+async def post_all(url: str, bodies: list[dict], timeout: float = 60) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
+        return await asyncio.gather(*(client.post("/v1/rewards", json=b) for b in bodies))
+
+
+def test_interleaved_samples_get_their_whole_group_ranks_and_exact_scores():
+    with tiny_server() as srv:
+        want = whole_groups(srv.url)
+        order = [(k, j) for k in COMPLETIONS for j in range(len(COMPLETIONS[k]))]
+        random.Random(0).shuffle(order)
+        responses = asyncio.run(post_all(srv.url, [one_sample(k, j) for k, j in order]))
+        for (k, j), r in zip(order, responses, strict=True):
+            assert r.status_code == 200, r.text
+            got = r.json()["groups"][0]
+            assert got["id"] == k and got["rewards"] == [want[k]["rewards"][j]]
+            assert got["scores"] == [want[k]["scores"][j]]  # same engine pass shape: exact
+            assert got["reasons"] == [want[k]["reasons"][j]]
+            assert got["signals"]["entropy_mean"] == [want[k]["signals"]["entropy_mean"][j]]
+        assert any(r.json()["groups"][0]["reasons"] == ["empty_completion"] for r in responses)
+        metrics = httpx.get(srv.url + "/metrics").text
+        assert "vigor_held_samples 0.0" in metrics and "vigor_held_groups 0.0" in metrics
+
+
+def test_the_same_key_twice_forms_two_groups_of_its_size():
+    with tiny_server() as srv:
+        bodies = [one_sample("a", j) for j in range(4)] * 2
+        responses = asyncio.run(post_all(srv.url, bodies))
+        rewards = sorted(r.json()["groups"][0]["rewards"][0] for r in responses)
+        assert rewards == pytest.approx(sorted([-1.0, -1 / 3, 1 / 3, 1.0] * 2))
+
+
+def test_a_group_that_never_completes_answers_null_with_a_reason():
+    with tiny_server() as srv:
+        bodies = [one_sample("a", j, hold_s=0.5) for j in range(2)]  # 2 of 4 ever arrive
+        responses = asyncio.run(post_all(srv.url, bodies))
+        for r in responses:
+            g = r.json()["groups"][0]
+            assert r.status_code == 200
+            assert g["rewards"] == [None] and g["scores"] == [None]
+            assert g["reasons"] == ["group_incomplete"]
+        assert "vigor_groups_incomplete_total 1.0" in httpx.get(srv.url + "/metrics").text
+
+
+def test_a_retried_sample_counts_once():
+    async def go(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            first = one_sample("a", 0, sample_ids=["s0"])
+            # The first try gives up (client timeout), as OpenRLHF's does, and is sent again.
+            with pytest.raises(httpx.TimeoutException):
+                await client.post("/v1/rewards", json=first, timeout=0.5)
+            rest = [one_sample("a", j, sample_ids=[f"s{j}"]) for j in (1, 2)]
+            return await asyncio.gather(
+                client.post("/v1/rewards", json=first),
+                *(client.post("/v1/rewards", json=b) for b in rest),
+                client.post("/v1/rewards", json=one_sample("a", 3, sample_ids=["s3"])),
+            )
+
+    with tiny_server() as srv:
+        want = whole_groups(srv.url)["a"]
+        responses = asyncio.run(go(srv.url))
+        got = [r.json()["groups"][0]["rewards"][0] for r in responses]
+        assert got == want["rewards"]  # 4 samples, not 5: the retry took its slot
+
+
+def test_a_retry_without_sample_ids_takes_the_slot_of_a_caller_that_left():
+    async def go(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            with pytest.raises(httpx.TimeoutException):
+                await client.post("/v1/rewards", json=one_sample("b", 1), timeout=0.5)
+            await asyncio.sleep(1.0)  # the server notices the closed connection
+            return await asyncio.gather(
+                *(client.post("/v1/rewards", json=one_sample("b", j)) for j in (1, 0, 2, 3))
+            )
+
+    with tiny_server() as srv:
+        want = whole_groups(srv.url)["b"]
+        responses = asyncio.run(go(srv.url))
+        got = [r.json()["groups"][0]["rewards"][0] for r in responses]
+        assert got == [want["rewards"][j] for j in (1, 0, 2, 3)]
+
+
+def test_past_the_hold_bound_a_request_is_refused_whole_and_nothing_is_lost():
+    async def go(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            held = [asyncio.create_task(client.post("/v1/rewards", json=one_sample("a", j)))
+                    for j in range(3)]  # fmt: skip
+            await asyncio.sleep(0.5)
+            refused = await client.post("/v1/rewards", json=one_sample("c", 0))
+            last = await client.post("/v1/rewards", json=one_sample("a", 3))
+            return refused, await asyncio.gather(*held), last
+
+    with tiny_server(max_held_samples=3) as srv:
+        want = whole_groups(srv.url)["a"]
+        refused, held, last = asyncio.run(go(srv.url))
+        assert refused.status_code == 429 and "max_held_samples=3" in refused.text
+        assert refused.headers["retry-after"]
+        got = [r.json()["groups"][0]["rewards"][0] for r in [*held, last]]
+        assert got == want["rewards"]
+
+
+def test_pieces_of_one_key_must_agree():
+    with tiny_server() as srv:
+        bodies = [one_sample("a", 0, hold_s=2.0), one_sample("a", 1)]
+        bodies[1]["groups"][0]["prompt_ids"] = [9, 9]
+        responses = asyncio.run(post_all(srv.url, bodies))
+        assert responses[1].status_code == 422
+        assert "held with another prompt" in responses[1].text
+        mixed = {
+            "groups": [
+                one_sample("a", 0)["groups"][0],
+                {"prompt_ids": [1], "completion_ids": [[2]]},
+            ]
+        }
+        r = httpx.post(srv.url + "/v1/rewards", json=mixed)
+        assert r.status_code == 422 and "groups[1].group_size" in r.text
