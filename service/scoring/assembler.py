@@ -115,10 +115,10 @@ class GroupAssembler:
             # group is answered, expires or a retry takes its slot.
             while not all(f.done() for f in flat):
                 await asyncio.wait(flat, timeout=0.5, return_when=asyncio.ALL_COMPLETED)
-                if not left and gone is not None and not all(f.done() for f in flat):
-                    if await gone():
-                        left = True
-                        self._caller_left(flat)
+                pending = not all(f.done() for f in flat)
+                if not left and gone is not None and pending and await gone():
+                    left = True
+                    self._caller_left(flat)
         except asyncio.CancelledError:
             self._caller_left(flat)
             raise
