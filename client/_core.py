@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +27,10 @@ DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 SEND_CHUNK = 1 << 20
 # Admin calls: above the server's own bound (--admin-timeout-s, 300 s), which answers first.
 DEFAULT_ADMIN_TIMEOUT = 330.0
+# Read when a client is given no token, as the server reads its own (VIGOR_API_TOKEN,
+# VIGOR_ADMIN_TOKEN): one environment, e.g. a compose file's, configures both ends.
+API_TOKEN_ENV = "VIGOR_API_TOKEN"
+ADMIN_TOKEN_ENV = "VIGOR_ADMIN_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,19 @@ def to_groups(groups: Iterable[Group | Mapping[str, Any]]) -> list[Group]:
     return [g if isinstance(g, Group) else Group.model_validate(dict(g)) for g in groups]
 
 
+def token_or_env(token: str | None, env: str) -> str | None:
+    """`token` as given; None reads `env`. An empty string (given or in `env`) is no token."""
+    if token is None:
+        token = os.environ.get(env)
+    return token or None
+
+
 class RequestCore:
-    """Builds requests and turns responses into models or typed errors; sends nothing."""
+    """Builds requests and turns responses into models or typed errors; sends nothing.
+
+    A token left as None is read from VIGOR_API_TOKEN / VIGOR_ADMIN_TOKEN at construction;
+    pass "" to send none whatever the environment holds.
+    """
 
     def __init__(
         self,
@@ -54,8 +70,8 @@ class RequestCore:
         admin_token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.api_token = api_token
-        self.admin_token = admin_token
+        self.api_token = token_or_env(api_token, API_TOKEN_ENV)
+        self.admin_token = token_or_env(admin_token, ADMIN_TOKEN_ENV)
 
     def auth_headers(self, admin: bool = False) -> dict[str, str]:
         token = self.admin_token if admin else self.api_token
@@ -271,11 +287,14 @@ def translate_transport_error(exc: httpx.HTTPError, url: str) -> VigorConnection
 
 
 __all__ = [
+    "ADMIN_TOKEN_ENV",
+    "API_TOKEN_ENV",
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
     "PreparedRequest",
     "RequestCore",
     "VigorServerError",
     "to_groups",
+    "token_or_env",
     "translate_transport_error",
 ]
