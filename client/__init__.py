@@ -1,5 +1,6 @@
 """Torch-free client for the vigor-reward service."""
 
+from ._retry import RecoveredUpdate, RetryPolicy
 from .client import AsyncVigorClient, VigorClient
 from .errors import (
     AuthenticationError,
@@ -44,6 +45,8 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "RecoveredUpdate",
+    "RetryPolicy",
     "RewardsRequest",
     "RewardsResponse",
     "StaleWeightsError",

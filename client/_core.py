@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 import os
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -11,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from ._retry import Idempotency
 from .errors import (
     ERRORS_BY_STATUS,
     VigorConnectionError,
@@ -31,6 +35,21 @@ DEFAULT_ADMIN_TIMEOUT = 330.0
 # VIGOR_ADMIN_TOKEN): one environment, e.g. a compose file's, configures both ends.
 API_TOKEN_ENV = "VIGOR_API_TOKEN"
 ADMIN_TOKEN_ENV = "VIGOR_ADMIN_TOKEN"
+# Added to the longest a server may take by its own bounds before the client stops listening.
+DEFAULT_TIMEOUT_MARGIN_S = 10.0
+UNVERSIONED = "without a version the server applies served + 1, so a repeat would apply twice"
+
+
+# The server's default --group-hold-s: how long it may hold samples of an incomplete group.
+SERVER_HOLD_S = 120.0
+
+
+def held_wait(body: RewardsRequest) -> float:
+    """How long the server may hold this request's samples before it answers (0: whole groups)."""
+    holds = [
+        g.hold_s or body.hold_s or SERVER_HOLD_S for g in body.groups if g.group_size is not None
+    ]
+    return max(holds, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,17 @@ class PreparedRequest:
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
+    idempotency: Idempotency = Idempotency.SAFE
+    why_not_idempotent: str = ""
+    version: int | None = None  # the weight version a BY_VERSION call sets
+    operation: str | None = None  # its WeightUpdate.operation
+
+
+def _weight_change(version: int | None, operation: str) -> dict[str, Any]:
+    """The retry facts of a weight change: idempotent by version when it names one."""
+    if version is None:
+        return {"idempotency": Idempotency.NONE, "why_not_idempotent": UNVERSIONED}
+    return {"idempotency": Idempotency.BY_VERSION, "version": version, "operation": operation}
 
 
 def to_groups(groups: Iterable[Group | Mapping[str, Any]]) -> list[Group]:
@@ -68,10 +98,25 @@ class RequestCore:
         *,
         api_token: str | None = None,
         admin_token: str | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout_margin_s: float = DEFAULT_TIMEOUT_MARGIN_S,
     ) -> None:
+        if timeout_margin_s < 0:
+            raise ValueError(f"timeout_margin_s must be >= 0, not {timeout_margin_s}")
         self.base_url = base_url.rstrip("/")
         self.api_token = token_or_env(api_token, API_TOKEN_ENV)
         self.admin_token = token_or_env(admin_token, ADMIN_TOKEN_ENV)
+        self.timeout = timeout
+        self.timeout_margin_s = timeout_margin_s
+
+    def scoring_timeout(self, wait_s: float, deadline_s: float | None) -> float | None:
+        """How long to listen for a scoring answer: the server waits up to wait_s for the weight
+        version, then answers within deadline_s (504), or within the client's read timeout (the
+        scoring bound when no deadline is given); plus the margin."""
+        bound = deadline_s if deadline_s is not None else self.timeout.read
+        if bound is None:
+            return None  # no read timeout was asked for
+        return wait_s + bound + self.timeout_margin_s
 
     def auth_headers(self, admin: bool = False) -> dict[str, str]:
         token = self.admin_token if admin else self.api_token
@@ -104,16 +149,24 @@ class RequestCore:
             "/v1/rewards",
             json=body.model_dump(mode="json", exclude_none=True),
             headers=self.auth_headers(),
+            timeout=self.scoring_timeout(body.wait_s + held_wait(body), body.deadline_s),
         )
 
     def get(self, path: str, *, admin: bool = False) -> PreparedRequest:
         return PreparedRequest("GET", path, headers=self.auth_headers(admin))
 
     def post(
-        self, path: str, body: Any = None, *, admin: bool = False, timeout: float | None = None
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        admin: bool = False,
+        timeout: float | None = None,
+        **retry_facts: Any,
     ) -> PreparedRequest:
+        headers = self.auth_headers(admin)
         return PreparedRequest(
-            "POST", path, json=body, headers=self.auth_headers(admin), timeout=timeout
+            "POST", path, json=body, headers=headers, timeout=timeout, **retry_facts
         )
 
     def post_bytes(
@@ -124,10 +177,17 @@ class RequestCore:
         params: dict[str, Any] | None = None,
         admin: bool = True,
         timeout: float | None = None,
+        **retry_facts: Any,
     ) -> PreparedRequest:
         headers = {"Content-Type": "application/octet-stream", **self.auth_headers(admin)}
         return PreparedRequest(
-            "POST", path, content=content, headers=headers, params=params or {}, timeout=timeout
+            "POST",
+            path,
+            content=content,
+            headers=headers,
+            params=params or {},
+            timeout=timeout,
+            **retry_facts,
         )
 
     # --- the weight plane (/admin, admin token) -------------------------------------------
@@ -136,17 +196,33 @@ class RequestCore:
     ) -> PreparedRequest:
         body = ReloadRequest(path=path, version=version, full=full, allow_cast=allow_cast)
         return self.post(
-            "/admin/weights/reload", body.model_dump(mode="json"), admin=True, timeout=timeout
+            "/admin/weights/reload",
+            body.model_dump(mode="json"),
+            admin=True,
+            timeout=timeout,
+            **_weight_change(version, "reload"),
         )
 
     def push_weights(
         self, content: Any, *, version: int | None, full: bool, timeout: float
     ) -> PreparedRequest:
         params = _params(version=version, full=full)
-        return self.post_bytes("/admin/weights/push", content, params=params, timeout=timeout)
+        return self.post_bytes(
+            "/admin/weights/push",
+            content,
+            params=params,
+            timeout=timeout,
+            **_weight_change(version, "push"),
+        )
 
     def create_upload(self, *, timeout: float) -> PreparedRequest:
-        return self.post("/admin/weights/uploads", admin=True, timeout=timeout)
+        return self.post(
+            "/admin/weights/uploads",
+            admin=True,
+            timeout=timeout,
+            idempotency=Idempotency.NONE,
+            why_not_idempotent="a repeat opens a second upload",
+        )
 
     def stage_bucket(self, upload_id: str, content: Any, *, timeout: float) -> PreparedRequest:
         path = f"/admin/weights/uploads/{upload_id}/buckets"
@@ -157,7 +233,9 @@ class RequestCore:
     ) -> PreparedRequest:
         body = CommitRequest(version=version, full=full).model_dump(mode="json")
         path = f"/admin/weights/uploads/{upload_id}/commit"
-        return self.post(path, body, admin=True, timeout=timeout)
+        return self.post(
+            path, body, admin=True, timeout=timeout, **_weight_change(version, "commit")
+        )
 
     def abort_upload(self, upload_id: str, *, timeout: float) -> PreparedRequest:
         path = f"/admin/weights/uploads/{upload_id}"
@@ -174,7 +252,11 @@ class RequestCore:
     ) -> PreparedRequest:
         body = AdapterRequest(path=path, version=version, name=name, allow_cast=allow_cast)
         return self.post(
-            "/admin/adapter", body.model_dump(mode="json"), admin=True, timeout=timeout
+            "/admin/adapter",
+            body.model_dump(mode="json"),
+            admin=True,
+            timeout=timeout,
+            **_weight_change(version, "adapter_load"),
         )
 
     def push_adapter(
@@ -187,7 +269,13 @@ class RequestCore:
         timeout: float,
     ) -> PreparedRequest:
         params = _params(version=version, name=name, allow_cast=allow_cast)
-        return self.post_bytes("/admin/adapter", content, params=params, timeout=timeout)
+        return self.post_bytes(
+            "/admin/adapter",
+            content,
+            params=params,
+            timeout=timeout,
+            **_weight_change(version, "adapter_load"),
+        )
 
     def unload_adapter(self, *, version: int | None, timeout: float) -> PreparedRequest:
         return PreparedRequest(
@@ -196,6 +284,7 @@ class RequestCore:
             headers=self.auth_headers(True),
             params=_params(version=version),
             timeout=timeout,
+            **_weight_change(version, "adapter_unload"),
         )
 
     def build(
@@ -203,7 +292,8 @@ class RequestCore:
     ) -> httpx.Request:
         extensions = {}
         if req.timeout is not None:
-            extensions["timeout"] = httpx.Timeout(req.timeout, connect=10.0).as_dict()
+            timeout = httpx.Timeout(req.timeout, connect=self.timeout.connect)
+            extensions["timeout"] = timeout.as_dict()
         content, headers = req.content, req.headers
         parts, length = None, 0
         if content is not None and not isinstance(content, bytes | bytearray):
@@ -237,8 +327,14 @@ class RequestCore:
             ) from exc
 
     def raise_for_error(self, response: httpx.Response) -> None:
+        error = self.error_for(response)
+        if error is not None:
+            raise error
+
+    def error_for(self, response: httpx.Response) -> VigorServerError | None:
+        """The typed error an answer stands for, or None for a success."""
         if response.status_code < 400:
-            return
+            return None
         code, message, version = "http_error", response.text[:500], None
         try:
             detail = json.loads(response.content)["error"]
@@ -246,16 +342,34 @@ class RequestCore:
             version = detail.get("current_weight_version")
         except (ValueError, KeyError, TypeError):
             pass
-        retry_after = response.headers.get("Retry-After")
         cls = ERRORS_BY_STATUS.get(response.status_code, VigorServerError)
-        raise cls(
+        return cls(
             response.status_code,
             code,
             message,
             url=str(response.request.url),
             current_weight_version=version,
-            retry_after=float(retry_after) if retry_after else None,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3);
+    None when absent or unreadable (the caller then backs off on its own)."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _slices(parts: Sequence[bytes | memoryview]) -> Iterator[memoryview]:
@@ -279,11 +393,22 @@ def _params(**values: Any) -> dict[str, Any]:
     return out
 
 
+# The connection was never made: the server cannot have seen the request.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures a repeat may get past: the network, or a peer that went away mid-exchange.
+TRANSIENT = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
+
+
 def translate_transport_error(exc: httpx.HTTPError, url: str) -> VigorConnectionError:
     """Map httpx's transport errors onto ours at the boundary; callers `raise ... from exc`."""
+    facts = {
+        "request_sent": not isinstance(exc, NOT_SENT),
+        "transient": isinstance(exc, TRANSIENT),
+    }
+    what = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, httpx.TimeoutException):
-        return VigorTimeoutError(f"no answer from {url} in time ({type(exc).__name__}: {exc})")
-    return VigorConnectionError(f"cannot reach {url} ({type(exc).__name__}: {exc})")
+        return VigorTimeoutError(f"no answer from {url} in time ({what})", **facts)
+    return VigorConnectionError(f"cannot reach {url} ({what})", **facts)
 
 
 __all__ = [

@@ -11,13 +11,18 @@ import contextlib
 import ctypes
 import enum
 import json
+import logging
 import struct
 from collections.abc import Generator, Mapping
 from typing import Any
 
 from ._core import PreparedRequest, RequestCore
+from ._retry import RecoveredUpdate
+from .errors import NotFoundError
 from .schema import ModelInfo, UploadStatus, WeightUpdate
 from .wire import ADAPTER_CONFIG_KEY, SAFETENSORS_DTYPES
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BUCKET_BYTES = 256 << 20
 
@@ -142,6 +147,10 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(n)
 
+    def reset(self) -> None:
+        if self.bar is not None:
+            self.bar.reset()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -157,11 +166,15 @@ def push_plan(
     cast: bool,
     progress: bool,
     timeout: float,
+    restarts: int = 0,
 ) -> Plan:
     """One request for a small push; else open an upload, stage each bucket, commit.
 
-    On any failure after the upload is opened, the upload is aborted (best effort) and the
-    failure re-raised: nothing is left staged and nothing was applied.
+    Each request is retried by the client's policy (a bucket is staged again in place: the server
+    accepts a tensor twice when it carries the same values). When the upload itself is gone (it
+    expired, or the server restarted), the push starts over with a new upload, at most `restarts`
+    times. On any other failure after the upload is opened, the upload is aborted (best effort)
+    and the failure re-raised: nothing is left staged and nothing was applied.
     """
     import torch
 
@@ -176,7 +189,8 @@ def push_plan(
         info: ModelInfo = yield core.get("/v1/model"), ModelInfo
         tensors = cast_floating(tensors, torch_dtype(info.dtype))
     groups = buckets(tensors, bucket_bytes)
-    bar = _Progress(sum(t.numel() * t.element_size() for t in tensors.values()), progress, "push")
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    bar = _Progress(total, progress, "push")
     try:
         if len(groups) == 1:
             body = serialize(tensors)
@@ -186,28 +200,43 @@ def push_plan(
             )
             bar.update(body.length)
             return result
-        status: UploadStatus = yield core.create_upload(timeout=timeout), UploadStatus
-        try:
-            for names in groups:
-                body = serialize({n: tensors[n] for n in names})
-                yield core.stage_bucket(status.upload_id, body, timeout=timeout), UploadStatus
-                del body
-                bar.update(sum(tensors[n].numel() * tensors[n].element_size() for n in names))
-            return (
-                yield (
-                    core.commit_upload(
-                        status.upload_id, version=version, full=full, timeout=timeout
-                    ),
-                    WeightUpdate,
-                )
-            )
-        except BaseException:
-            # Best effort: the upload may already be gone (expired); the first failure is the news.
-            with contextlib.suppress(Exception):
-                yield core.abort_upload(status.upload_id, timeout=timeout), None
-            raise
+        for start in range(restarts + 1):
+            try:
+                return (yield from _upload(core, tensors, groups, version, full, timeout, bar))
+            except NotFoundError as exc:
+                if exc.code != "upload_not_found" or start == restarts:
+                    raise
+                log.warning("upload gone (%s); starting the push over", exc.message)
+                bar.reset()
+        raise AssertionError("unreachable")  # the loop returns or raises
     finally:
         bar.close()
+
+
+def _upload(core, tensors, groups, version, full, timeout, bar) -> Plan:
+    status: UploadStatus = yield core.create_upload(timeout=timeout), UploadStatus
+    try:
+        for names in groups:
+            body = serialize({n: tensors[n] for n in names})
+            yield core.stage_bucket(status.upload_id, body, timeout=timeout), UploadStatus
+            del body
+            bar.update(sum(tensors[n].numel() * tensors[n].element_size() for n in names))
+        commit = core.commit_upload(status.upload_id, version=version, full=full, timeout=timeout)
+        try:
+            return (yield commit, WeightUpdate)
+        except NotFoundError as exc:
+            if exc.attempts == 1 or version is None:
+                raise  # the upload expired before the commit: nothing was applied
+            # An earlier commit try went unanswered and took the upload: did it apply?
+            info: ModelInfo = yield core.get("/v1/model"), ModelInfo
+            if info.weight_version == version:
+                return RecoveredUpdate(operation="commit", weight_version=version)
+            raise
+    except BaseException:
+        # Best effort: the upload may already be gone (expired); the first failure is the news.
+        with contextlib.suppress(Exception):
+            yield core.abort_upload(status.upload_id, timeout=timeout), None
+        raise
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -11,8 +12,17 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from ._core import DEFAULT_ADMIN_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_URL, PreparedRequest, RequestCore
+from . import _retry
+from ._core import (
+    DEFAULT_ADMIN_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TIMEOUT_MARGIN_S,
+    DEFAULT_URL,
+    PreparedRequest,
+    RequestCore,
+)
 from ._core import translate_transport_error as _transport_error
+from ._retry import Recovered, RecoveredUpdate, RetryPolicy, as_policy
 from ._weights import DEFAULT_BUCKET_BYTES, adapter_body, drive_async, drive_sync, push_plan
 from .errors import VigorConnectionError, VigorServerError, VigorTimeoutError
 from .schema import Group, ModelInfo, RewardsResponse, WeightUpdate
@@ -22,6 +32,14 @@ GroupLike = Group | Mapping[str, Any]
 
 
 class _ClientBase:
+    """Options shared by both clients.
+
+    `timeout`: seconds (or an httpx.Timeout) for a scoring pass and for small calls; a scoring
+    request listens `wait_s + (deadline_s or timeout) + timeout_margin_s`, since the server may
+    wait that long by its own bounds. `retry`: a `RetryPolicy`, a number of retries, or None for
+    none; see `vigor_client._retry` for which calls are repeated and on which failures.
+    """
+
     def __init__(
         self,
         base_url: str = DEFAULT_URL,
@@ -29,13 +47,35 @@ class _ClientBase:
         api_token: str | None = None,
         admin_token: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout_margin_s: float = DEFAULT_TIMEOUT_MARGIN_S,
+        retry: RetryPolicy | int | None = RetryPolicy(),  # noqa: B008 - frozen, shared safely
     ) -> None:
-        self._core = RequestCore(base_url, api_token=api_token, admin_token=admin_token)
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self._core = RequestCore(
+            base_url,
+            api_token=api_token,
+            admin_token=admin_token,
+            timeout=self._timeout,
+            timeout_margin_s=timeout_margin_s,
+        )
+        self.retry = as_policy(retry)
+        self._rng = random.Random(self.retry.seed)
 
     @property
     def base_url(self) -> str:
         return self._core.base_url
+
+    def _exchange(self, req: PreparedRequest, retry: Any):
+        policy = self.retry if retry is _DEFAULT else as_policy(retry)  # type: ignore[arg-type]
+        return _retry.exchange(req, self._core.error_for, policy, self._rng)
+
+    def _result(self, req: PreparedRequest, answer: Any, model: type[T]) -> T:
+        if isinstance(answer, Recovered):
+            return RecoveredUpdate(operation=req.operation, weight_version=answer.version)  # type: ignore[return-value]
+        return self._core.parse(answer, model)
+
+
+_DEFAULT = object()  # "use the client's retry policy"
 
 
 class VigorClient(_ClientBase):
@@ -46,18 +86,22 @@ class VigorClient(_ClientBase):
         self._http = httpx.Client(timeout=self._timeout, transport=transport)
 
     def _send(self, req: PreparedRequest) -> httpx.Response:
+        """One try, no retries."""
         try:
             return self._http.send(self._core.build(self._http, req))
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.base_url) from exc
 
-    def _call(self, req: PreparedRequest, model: type[T]) -> T:
-        return self._core.parse(self._send(req), model)
+    def _call(self, req: PreparedRequest, model: type[T], retry: Any = _DEFAULT) -> T:
+        answer = _retry.drive_sync(self._exchange(req, retry), self._send)
+        return self._result(req, answer, model)
 
-    def score(self, groups: Sequence[GroupLike], **options: Any) -> RewardsResponse:
+    def score(
+        self, groups: Sequence[GroupLike], *, retry: Any = _DEFAULT, **options: Any
+    ) -> RewardsResponse:
         """Score groups of completions; options: shaping, signals, temperature,
-        min_weight_version, wait_s, deadline_s, hold_s."""
-        return self._call(self._core.rewards(groups, **options), RewardsResponse)
+        min_weight_version, wait_s, deadline_s, hold_s. `retry` overrides the client's policy."""
+        return self._call(self._core.rewards(groups, **options), RewardsResponse, retry)
 
     def model_info(self) -> ModelInfo:
         return self._call(self._core.get("/v1/model"), ModelInfo)
@@ -117,6 +161,7 @@ class VigorClient(_ClientBase):
             cast=cast,
             progress=progress,
             timeout=timeout,
+            restarts=self.retry.max_retries,
         )
         return drive_sync(plan, self._step)
 
@@ -159,7 +204,7 @@ class VigorClient(_ClientBase):
     def _step(self, req: PreparedRequest, model: type[T] | None) -> T | None:
         if model is not None:
             return self._call(req, model)
-        self._core.raise_for_error(self._send(req))
+        _retry.drive_sync(self._exchange(req, _DEFAULT), self._send)
         return None
 
     def close(self) -> None:
@@ -185,11 +230,14 @@ class AsyncVigorClient(_ClientBase):
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.base_url) from exc
 
-    async def _call(self, req: PreparedRequest, model: type[T]) -> T:
-        return self._core.parse(await self._send(req), model)
+    async def _call(self, req: PreparedRequest, model: type[T], retry: Any = _DEFAULT) -> T:
+        answer = await _retry.drive_async(self._exchange(req, retry), self._send)
+        return self._result(req, answer, model)
 
-    async def score(self, groups: Sequence[GroupLike], **options: Any) -> RewardsResponse:
-        return await self._call(self._core.rewards(groups, **options), RewardsResponse)
+    async def score(
+        self, groups: Sequence[GroupLike], *, retry: Any = _DEFAULT, **options: Any
+    ) -> RewardsResponse:
+        return await self._call(self._core.rewards(groups, **options), RewardsResponse, retry)
 
     async def model_info(self) -> ModelInfo:
         return await self._call(self._core.get("/v1/model"), ModelInfo)
@@ -242,6 +290,7 @@ class AsyncVigorClient(_ClientBase):
             cast=cast,
             progress=progress,
             timeout=timeout,
+            restarts=self.retry.max_retries,
         )
         return await drive_async(plan, self._step)
 
@@ -279,7 +328,7 @@ class AsyncVigorClient(_ClientBase):
     async def _step(self, req: PreparedRequest, model: type[T] | None) -> T | None:
         if model is not None:
             return await self._call(req, model)
-        self._core.raise_for_error(await self._send(req))
+        await _retry.drive_async(self._exchange(req, _DEFAULT), self._send)
         return None
 
     async def aclose(self) -> None:

@@ -14,6 +14,11 @@ VigorError
     ├── OverloadedError         429 — .retry_after seconds
     ├── NotReadyError           503
     └── DeadlineExceededError   504
+
+Every error a call raises carries `.attempts` (how many times the request was sent; 1 when it was
+not retried) and `.history` (the error of each earlier attempt, oldest first); when there were
+retries, the message ends with them. A `VigorConnectionError` says in `.request_sent` whether the
+request may have reached the server (False: the connection was never made).
 """
 
 from __future__ import annotations
@@ -22,9 +27,38 @@ from __future__ import annotations
 class VigorError(Exception):
     """Base of every error this client raises."""
 
+    attempts: int = 1
+    history: tuple[VigorError, ...] = ()
+
+    @property
+    def retries(self) -> int:
+        return self.attempts - 1
+
+    def record_attempts(self, history: list[VigorError], seconds: float, why: str = "") -> None:
+        """Mark this as the last of `len(history) + 1` attempts; name them in the message."""
+        self.attempts = len(history) + 1
+        self.history = tuple(history)
+        notes = []
+        if history:
+            earlier = ", ".join(_brief(e) for e in history)
+            notes.append(f"after {self.attempts} attempts in {seconds:.1f} s; earlier: {earlier}")
+        if why:
+            notes.append(why)
+        if notes and self.args:
+            self.args = (f"{self.args[0]} [{'; '.join(notes)}]", *self.args[1:])
+
+
+def _brief(error: VigorError) -> str:
+    if isinstance(error, VigorServerError):
+        return f"{error.status} {error.code}"
+    return type(error).__name__
+
 
 class VigorConnectionError(VigorError):
-    pass
+    def __init__(self, message: str, *, request_sent: bool = True, transient: bool = True):
+        super().__init__(message)
+        self.request_sent = request_sent  # False: the connection was never made
+        self.transient = transient  # False: repeating cannot help (bad URL, protocol misuse)
 
 
 class VigorTimeoutError(VigorConnectionError):

@@ -1,8 +1,9 @@
 """Several servers behind one client: data plane routed, control plane broadcast.
 
 - `score` splits a request by group over the healthy replicas (a group is never split, the cost
-  is spread evenly); a replica that cannot be reached or is not ready is rested and its groups
-  go to another one.
+  is spread evenly); a replica that cannot be reached, is not ready or is overloaded is rested and
+  its groups go to another one. When every replica has failed so, the retry policy's backoff is
+  waited and all are tried again, up to `max_retries` rounds.
 - `reload_weights`, `push_weights`, `load_adapter`, `unload_adapter` go to every replica and
   succeed only when every replica then reports the same weight version; otherwise
   `WeightSyncError` names each replica that failed or disagrees.
@@ -15,21 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._core import RequestCore, to_groups
+from ._retry import NO_RETRY, RetryPolicy, as_policy, passing
 from ._routing import ReplicaState, merge_results, plan_shards, split_urls
 from .client import AsyncVigorClient, GroupLike, VigorClient
-from .errors import NotReadyError, VigorConnectionError, VigorError, VigorTimeoutError
+from .errors import VigorConnectionError, VigorError, VigorTimeoutError
 from .schema import Group, ModelInfo, RewardsResponse
 
 log = logging.getLogger(__name__)
-
-# Failures that say "this replica, not this request": its groups can go elsewhere.
-REROUTABLE = (VigorConnectionError, NotReadyError)
 
 
 class WeightSyncError(VigorError):
@@ -52,11 +52,34 @@ class WeightSyncError(VigorError):
 
 
 class _ReplicasBase:
-    def __init__(self, base_urls: str | Sequence[str], *, cooldown_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        cooldown_s: float = 5.0,
+        retry: RetryPolicy | int | None = RetryPolicy(),  # noqa: B008 - frozen
+    ) -> None:
         self.urls = split_urls(base_urls if isinstance(base_urls, str) else list(base_urls))
         self.states = [ReplicaState(u) for u in self.urls]
         self.cooldown_s = cooldown_s
+        self.retry = as_policy(retry)
+        self._rng = random.Random(self.retry.seed)
         self._turn = 0
+
+    def _reroutable(self, exc: VigorError) -> bool:
+        """ "This replica, not this request": a failure another replica may not have."""
+        return passing(exc, self.retry.statuses)
+
+    def _next_round(self, rounds: int, errors: list[VigorError], started: float) -> float:
+        """The pause before trying every replica again, or raise when the bound is reached."""
+        if rounds >= self.retry.max_retries:
+            error = self._no_replica_left(errors)
+            why = f"{rounds + 1} rounds over {len(self.urls)} replicas"
+            error.record_attempts(errors[:-1], time.monotonic() - started, why)
+            raise error
+        waits = [e.retry_after for e in errors if getattr(e, "retry_after", None) is not None]
+        backoff = self.retry.backoff(rounds + 1, self._rng)
+        return min(max([backoff, *waits]), self.retry.max_retry_after_s)
 
     def _candidates(self) -> list[int]:
         now = time.monotonic()
@@ -79,8 +102,8 @@ class _ReplicasBase:
         rest = [i for i in self._candidates() if i not in tried and i != first]
         return ([first] if first not in tried else []) + rest
 
-    def _no_replica_left(self, tried: set[int]) -> VigorConnectionError:
-        why = "; ".join(f"{self.urls[i]}: {self.states[i].last_error}" for i in sorted(tried))
+    def _no_replica_left(self, errors: list[VigorError]) -> VigorConnectionError:
+        why = "; ".join(f"{s.url}: {s.last_error}" for s in self.states if s.last_error)
         return VigorConnectionError(f"no replica could score the groups ({why})")
 
     def _merge(self, n: int, parts: list[tuple[list[int], RewardsResponse]]) -> RewardsResponse:
@@ -100,24 +123,39 @@ class _ReplicasBase:
 class VigorReplicas(_ReplicasBase):
     """Blocking client over several replicas; one `VigorClient` (one RequestCore) per replica."""
 
-    def __init__(self, base_urls: str | Sequence[str], *, cooldown_s: float = 5.0, **kwargs: Any):
-        super().__init__(base_urls, cooldown_s=cooldown_s)
-        self.clients = [VigorClient(u, **kwargs) for u in self.urls]
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        cooldown_s: float = 5.0,
+        retry: RetryPolicy | int | None = RetryPolicy(),  # noqa: B008 - frozen
+        **kwargs: Any,
+    ):
+        super().__init__(base_urls, cooldown_s=cooldown_s, retry=retry)
+        self.clients = [VigorClient(u, retry=retry, **kwargs) for u in self.urls]
         self._pool = ThreadPoolExecutor(
             max_workers=max(2, len(self.urls)), thread_name_prefix="vigor-replica"
         )
 
     def _score_shard(self, first: int, groups: list[Group], options: dict) -> RewardsResponse:
         tried: set[int] = set()
+        errors: list[VigorError] = []
+        rounds, started = 0, time.monotonic()
         while True:
             order = self._fallbacks(first, tried)
             if not order:
-                raise self._no_replica_left(tried)
+                time.sleep(self._next_round(rounds, errors, started))
+                rounds, tried = rounds + 1, set()
+                continue
             i = order[0]
             tried.add(i)
             try:
-                result = self.clients[i].score(groups, **options)
-            except REROUTABLE as exc:
+                # Retrying here is rerouting: one try per replica per round.
+                result = self.clients[i].score(groups, retry=NO_RETRY, **options)
+            except VigorError as exc:
+                if not self._reroutable(exc):
+                    raise
+                errors.append(exc)
                 self.states[i].mark_down(exc, self.cooldown_s)
                 log.warning(
                     "replica %s failed (%s); rerouting %d groups", self.urls[i], exc, len(groups)
@@ -219,21 +257,35 @@ class VigorReplicas(_ReplicasBase):
 class AsyncVigorReplicas(_ReplicasBase):
     """Asyncio twin of `VigorReplicas`."""
 
-    def __init__(self, base_urls: str | Sequence[str], *, cooldown_s: float = 5.0, **kwargs: Any):
-        super().__init__(base_urls, cooldown_s=cooldown_s)
-        self.clients = [AsyncVigorClient(u, **kwargs) for u in self.urls]
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        cooldown_s: float = 5.0,
+        retry: RetryPolicy | int | None = RetryPolicy(),  # noqa: B008 - frozen
+        **kwargs: Any,
+    ):
+        super().__init__(base_urls, cooldown_s=cooldown_s, retry=retry)
+        self.clients = [AsyncVigorClient(u, retry=retry, **kwargs) for u in self.urls]
 
     async def _score_shard(self, first: int, groups: list[Group], options: dict) -> RewardsResponse:
         tried: set[int] = set()
+        errors: list[VigorError] = []
+        rounds, started = 0, time.monotonic()
         while True:
             order = self._fallbacks(first, tried)
             if not order:
-                raise self._no_replica_left(tried)
+                await asyncio.sleep(self._next_round(rounds, errors, started))
+                rounds, tried = rounds + 1, set()
+                continue
             i = order[0]
             tried.add(i)
             try:
-                result = await self.clients[i].score(groups, **options)
-            except REROUTABLE as exc:
+                result = await self.clients[i].score(groups, retry=NO_RETRY, **options)
+            except VigorError as exc:
+                if not self._reroutable(exc):
+                    raise
+                errors.append(exc)
                 self.states[i].mark_down(exc, self.cooldown_s)
                 log.warning(
                     "replica %s failed (%s); rerouting %d groups", self.urls[i], exc, len(groups)

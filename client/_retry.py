@@ -1,0 +1,252 @@
+"""Repeating a request after a transient failure: which calls may be repeated, how long to wait.
+
+Sans-IO, like the push plan: `exchange` is a generator that yields a request to send or a pause
+to take and receives the response (or has the transport error thrown in); the sync and async
+clients drive it with `drive_sync` / `drive_async` and differ only in how they send and sleep.
+
+Which calls are repeated (`Idempotency`, set by the request-building core):
+- SAFE: scoring, model info, staging an upload bucket (the server accepts a tensor again when it
+  carries the same values), aborting an upload. A repeat changes nothing the first try did not.
+- BY_VERSION: a weight change with an explicit version (reload, one-request push, commit, adapter
+  load or unload). The server applies a version at most once (a version not above the served one
+  is a 409 `version_conflict`), so a repeat cannot apply twice. When a try went unanswered and its
+  repeat meets that 409 with `current_weight_version` equal to the version, the unanswered try
+  took effect: the call returns a `RecoveredUpdate` (this assumes one writer per server, which
+  explicit versions assume anyway).
+- NONE: a weight change without a version (the server picks served + 1: a repeat would apply a
+  second time) and opening an upload (a repeat opens a second one). Repeated only when the
+  connection was never made, so the server cannot have seen the request.
+
+What is retried: connection failures (refused, dropped, closed without an answer) and the statuses
+in `RetryPolicy.statuses` (429, 502, 503), waiting `Retry-After` when the server sends it, else an
+exponential backoff with jitter. Not retried: a read timeout (the client's timeout already exceeds
+the server's own bounds — wait_s, deadline_s, the admin timeout — by a margin, so the server is
+stuck and a repeat would double its load), 409 (the server already waited wait_s), 504 (the
+caller's deadline has passed) and every other 4xx / 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from .errors import (
+    StaleWeightsError,
+    VigorConnectionError,
+    VigorError,
+    VigorServerError,
+    VigorTimeoutError,
+)
+from .schema import WeightUpdate
+
+
+class Idempotency(enum.Enum):
+    SAFE = "safe"
+    BY_VERSION = "by_version"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a request is repeated; `RetryPolicy(max_retries=0)` never.
+
+    The n-th retry waits `Retry-After` when the answer carried one (refusing to wait longer than
+    `max_retry_after_s`), else `min(max_backoff_s, backoff_s · 2^(n−1))` shortened by up to
+    `jitter` of itself at random, so that many clients refused at once do not return at once.
+    """
+
+    max_retries: int = 3
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    jitter: float = 0.5
+    max_retry_after_s: float = 120.0
+    statuses: frozenset[int] = field(default=frozenset({429, 502, 503}))
+    seed: int | None = None  # for reproducible jitter in tests
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, not {self.max_retries}")
+        if self.backoff_s < 0 or self.max_backoff_s < 0 or self.max_retry_after_s < 0:
+            raise ValueError("backoff_s, max_backoff_s and max_retry_after_s must be >= 0")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"jitter is a fraction in [0, 1], not {self.jitter}")
+        object.__setattr__(self, "statuses", frozenset(self.statuses))
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """The pause before retry number `retry` (1-based) without a Retry-After."""
+        full = min(self.max_backoff_s, self.backoff_s * 2.0 ** (retry - 1))
+        return full * (1.0 - self.jitter * rng.random())
+
+
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+def as_policy(value: RetryPolicy | int | None) -> RetryPolicy:
+    """A policy from a policy, a number of retries, or None (no retries)."""
+    if value is None:
+        return NO_RETRY
+    if isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"retry= takes a RetryPolicy, an int or None, not {type(value).__name__}")
+    return RetryPolicy(max_retries=value)
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """An unanswered try took effect: its repeat found `version` already served."""
+
+    version: int
+
+
+class RecoveredUpdate(WeightUpdate):
+    """A weight change whose answer was lost, confirmed by its repeat (never on the wire).
+
+    The server already served `weight_version` when the repeat arrived, so the first try applied
+    it; what that try wrote and how long it took were in the lost answer and are not known here.
+    """
+
+    previous_version: int | None = None
+    tensors: int | None = None
+    bytes: int | None = None
+    seconds: float | None = None
+    recovered: Literal[True] = True
+
+
+def passing(error: VigorError, statuses: frozenset[int] = RetryPolicy().statuses) -> bool:
+    """Whether a failure may pass if the same request is sent again (here or to a replica)."""
+    if isinstance(error, VigorConnectionError):
+        read_timeout = isinstance(error, VigorTimeoutError) and error.request_sent
+        return error.transient and not read_timeout
+    return isinstance(error, VigorServerError) and error.status in statuses
+
+
+def _verdict(policy: RetryPolicy, req: Any, error: VigorError, done: int) -> str | None:
+    """None to retry, else why not ("" when there is nothing worth saying)."""
+    if not passing(error, policy.statuses):
+        if isinstance(error, VigorTimeoutError) and error.request_sent:
+            return "not retried: a read timeout means the server exceeded its own bounds"
+        return ""
+    never_sent = isinstance(error, VigorConnectionError) and not error.request_sent
+    if req.idempotency is Idempotency.NONE and not never_sent:
+        return f"not retried: {req.method} {req.path} is not idempotent ({req.why_not_idempotent})"
+    if done >= policy.max_retries:
+        return f"gave up: retry bound max_retries={policy.max_retries} reached" if done else ""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None and retry_after > policy.max_retry_after_s:
+        return (
+            f"not retried: Retry-After {retry_after:g} s exceeds "
+            f"max_retry_after_s={policy.max_retry_after_s:g}"
+        )
+    return None
+
+
+def _is_own_version(error: VigorError, req: Any) -> bool:
+    return (
+        req.idempotency is Idempotency.BY_VERSION
+        and isinstance(error, StaleWeightsError)
+        and error.code == "version_conflict"
+        and req.version is not None
+        and error.current_weight_version == req.version
+    )
+
+
+Step = Any  # a PreparedRequest to send, or a Pause
+Exchange = Generator[Step, Any, "httpx.Response | Recovered"]
+
+
+def exchange(
+    req: Any,
+    error_for: Callable[[httpx.Response], VigorServerError | None],
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> Exchange:
+    """Send `req` until it succeeds or the policy says stop; raise the last error, annotated."""
+    history: list[VigorError] = []
+    start = time.monotonic()
+    unanswered = False  # an earlier try may have taken effect without us hearing of it
+    while True:
+        try:
+            response = yield req
+        except VigorConnectionError as exc:
+            error: VigorError = exc
+        else:
+            server_error = error_for(response)
+            if server_error is None:
+                return response
+            # An unanswered try of a versioned change may have applied; its repeat tells.
+            if unanswered and _is_own_version(server_error, req):
+                return Recovered(req.version)
+            error = server_error
+        why = _verdict(policy, req, error, len(history))
+        if why is not None:
+            error.record_attempts(history, time.monotonic() - start, why)
+            raise error
+        if isinstance(error, VigorConnectionError) and error.request_sent:
+            unanswered = True
+        history.append(error)
+        retry_after = getattr(error, "retry_after", None)
+        pause = retry_after if retry_after is not None else policy.backoff(len(history), rng)
+        yield Pause(pause)
+
+
+def drive_sync(gen: Exchange, send: Callable[[Any], httpx.Response]) -> Any:
+    """Run an exchange: send its requests with `send` (which raises VigorConnectionError)."""
+    try:
+        step = next(gen)
+        while True:
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+                step = gen.send(None)
+                continue
+            try:
+                answer = send(step)
+            except VigorConnectionError as exc:
+                step = gen.throw(exc)
+            else:
+                step = gen.send(answer)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def drive_async(gen: Exchange, send: Callable[[Any], Awaitable[httpx.Response]]) -> Any:
+    try:
+        step = next(gen)
+        while True:
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+                step = gen.send(None)
+                continue
+            try:
+                answer = await send(step)
+            except VigorConnectionError as exc:
+                step = gen.throw(exc)
+            else:
+                step = gen.send(answer)
+    except StopIteration as stop:
+        return stop.value
+
+
+__all__ = [
+    "NO_RETRY",
+    "Idempotency",
+    "RecoveredUpdate",
+    "RetryPolicy",
+    "as_policy",
+    "drive_async",
+    "drive_sync",
+    "exchange",
+    "passing",
+]
