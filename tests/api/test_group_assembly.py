@@ -142,12 +142,20 @@ def test_past_the_hold_bound_a_request_is_refused_whole_and_nothing_is_lost():
 
 
 def test_pieces_of_one_key_must_agree():
+    async def go(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            first = asyncio.create_task(
+                client.post("/v1/rewards", json=one_sample("a", 0, hold_s=2.0))
+            )
+            await asyncio.sleep(0.5)  # held before the second arrives
+            other = one_sample("a", 1)
+            other["groups"][0]["prompt_ids"] = [9, 9]
+            return await client.post("/v1/rewards", json=other), await first
+
     with tiny_server() as srv:
-        bodies = [one_sample("a", 0, hold_s=2.0), one_sample("a", 1)]
-        bodies[1]["groups"][0]["prompt_ids"] = [9, 9]
-        responses = asyncio.run(post_all(srv.url, bodies))
-        assert responses[1].status_code == 422
-        assert "held with another prompt" in responses[1].text
+        refused, first = asyncio.run(go(srv.url))
+        assert refused.status_code == 422 and "held with another prompt" in refused.text
+        assert first.json()["groups"][0]["reasons"] == ["group_incomplete"]
         mixed = {
             "groups": [
                 one_sample("a", 0)["groups"][0],
