@@ -52,12 +52,15 @@ class WeightSyncError(VigorError):
 
 
 class _ReplicasBase:
+    client_class: type  # one client (one RequestCore) per replica; the twins differ only here
+
     def __init__(
         self,
         base_urls: str | Sequence[str],
         *,
         cooldown_s: float = 5.0,
         retry: RetryPolicy | int | None = RetryPolicy(),  # noqa: B008 - frozen
+        **kwargs: Any,
     ) -> None:
         self.urls = split_urls(base_urls if isinstance(base_urls, str) else list(base_urls))
         self.states = [ReplicaState(u) for u in self.urls]
@@ -65,6 +68,7 @@ class _ReplicasBase:
         self.retry = as_policy(retry)
         self._rng = random.Random(self.retry.seed)
         self._turn = 0
+        self.clients = [self.client_class(u, retry=retry, **kwargs) for u in self.urls]
 
     def _reroutable(self, exc: VigorError) -> bool:
         """ "This replica, not this request": a failure another replica may not have."""
@@ -123,16 +127,10 @@ class _ReplicasBase:
 class VigorReplicas(_ReplicasBase):
     """Blocking client over several replicas; one `VigorClient` (one RequestCore) per replica."""
 
-    def __init__(
-        self,
-        base_urls: str | Sequence[str],
-        *,
-        cooldown_s: float = 5.0,
-        retry: RetryPolicy | int | None = RetryPolicy(),  # noqa: B008 - frozen
-        **kwargs: Any,
-    ):
-        super().__init__(base_urls, cooldown_s=cooldown_s, retry=retry)
-        self.clients = [VigorClient(u, retry=retry, **kwargs) for u in self.urls]
+    client_class = VigorClient
+
+    def __init__(self, base_urls: str | Sequence[str], **kwargs: Any):
+        super().__init__(base_urls, **kwargs)
         self._pool = ThreadPoolExecutor(
             max_workers=max(2, len(self.urls)), thread_name_prefix="vigor-replica"
         )
@@ -257,16 +255,7 @@ class VigorReplicas(_ReplicasBase):
 class AsyncVigorReplicas(_ReplicasBase):
     """Asyncio twin of `VigorReplicas`."""
 
-    def __init__(
-        self,
-        base_urls: str | Sequence[str],
-        *,
-        cooldown_s: float = 5.0,
-        retry: RetryPolicy | int | None = RetryPolicy(),  # noqa: B008 - frozen
-        **kwargs: Any,
-    ):
-        super().__init__(base_urls, cooldown_s=cooldown_s, retry=retry)
-        self.clients = [AsyncVigorClient(u, retry=retry, **kwargs) for u in self.urls]
+    client_class = AsyncVigorClient
 
     async def _score_shard(self, first: int, groups: list[Group], options: dict) -> RewardsResponse:
         tried: set[int] = set()
