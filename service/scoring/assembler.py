@@ -9,9 +9,11 @@ Identity: a sample whose `sample_id` is already held takes over that slot (a ret
 twice). Without one, a sample identical to a held one whose caller went away takes over its slot,
 and a sample identical to one that was answered after its caller left gets that answer. A group
 still incomplete after its hold time answers its samples with no reward and the reason
-`group_incomplete`. Bounds on held samples and bytes refuse a request whole (429): nothing it
-carried is held, nothing already held is dropped. Held samples live in memory only: a restart
-closes their connections, and the callers' retries form the group again.
+`group_incomplete`, and so does a retry of one of those samples for `EXPIRED_KEPT_S` after:
+OpenRLHF retries a failed call five times, 1 s apart, and each retry would otherwise open a new
+group and wait the whole hold time again. Bounds on held samples and bytes refuse a request
+whole (429): nothing it carried is held, nothing already held is dropped. Held samples live in
+memory only: a restart closes their connections, and the callers' retries form the group again.
 """
 
 from __future__ import annotations
@@ -20,57 +22,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from vigor_client.schema import Group, RewardsRequest, RewardsResponse
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError, NotReadyError, OverloadedError
+from .held import INCOMPLETE, HeldSample, PendingGroup, SampleAnswer, held_size, incomplete
 
 log = logging.getLogger(__name__)
 
-INCOMPLETE = "group_incomplete"
 ANSWER_KEPT_S = 300.0  # how long an answer waits for a caller that left and may retry
+EXPIRED_KEPT_S = 30.0  # how long a retry of an expired group's sample is told so at once
 
 Run = Callable[[RewardsRequest, list[list[TokenSequence]]], Awaitable[RewardsResponse]]
 Gone = Callable[[], Awaitable[bool]]
-
-
-@dataclass(frozen=True)
-class SampleAnswer:
-    """One sample's row of its scored group, or `reason` when there is no score."""
-
-    model: str | None
-    version: int | None
-    reward: float | None
-    score: float | None
-    grad_norm: float | None
-    signals: dict[str, float | None]
-    reason: str | None
-
-
-@dataclass
-class HeldSample:
-    sequence: TokenSequence
-    identity: tuple
-    future: asyncio.Future[SampleAnswer]
-    nbytes: int
-    caller_gone: bool = False
-
-
-@dataclass
-class PendingGroup:
-    key: str
-    size: int
-    prompt_ids: tuple[int, ...]
-    temperature: float
-    shaping: str
-    signals: list[str]
-    min_weight_version: int | None
-    wait_s: float
-    samples: list[HeldSample] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 class GroupAssembler:
@@ -83,6 +48,7 @@ class GroupAssembler:
         self.max_held_bytes = max_held_bytes
         self._pending: dict[str, PendingGroup] = {}
         self._answers: dict[tuple, tuple[SampleAnswer, float]] = {}
+        self._expired: dict[tuple, float] = {}  # (key, identity) → when its group expired
         self._tasks: set[asyncio.Task] = set()
         self.held_bytes = 0
         self.incomplete = 0  # groups given up on, for /metrics
@@ -162,7 +128,7 @@ class GroupAssembler:
             stay = (now + len(seqs)) % size - now
             adding += stay
             if stay > 0:
-                nbytes += sum(_size(seq) for seq in seqs[-stay:])
+                nbytes += sum(held_size(seq) for seq in seqs[-stay:])
         if adding > 0 and self.held_samples + adding > self.max_held_samples:
             raise OverloadedError(
                 f"{self.held_samples} samples are held waiting for their groups; {adding} more "
@@ -188,10 +154,14 @@ class GroupAssembler:
         if kept is not None:  # a retry of a sample answered after its caller left
             future.set_result(kept[0])
             return future
+        expired = self._expired.get((key, identity))
+        if expired is not None and time.monotonic() - expired <= EXPIRED_KEPT_S:
+            future.set_result(incomplete())
+            return future
         pending = self._pending.get(key)
         if pending is None:
             pending = self._open(request, group, key, seq)
-        sample = HeldSample(seq, identity, future, _size(seq))
+        sample = HeldSample(seq, identity, future, held_size(seq))
         for k, held in enumerate(pending.samples):
             if held.identity == identity and (sample_id is not None or held.caller_gone):
                 if not held.future.done():
@@ -298,14 +268,19 @@ class GroupAssembler:
             pending.key, len(pending.samples), pending.size,
             time.monotonic() - pending.started, INCOMPLETE,
         )  # fmt: skip
+        now = time.monotonic()
         for s in pending.samples:
+            self._expired[(pending.key, s.identity)] = now
             if not s.future.done():
-                s.future.set_result(SampleAnswer(None, None, None, None, None, {}, INCOMPLETE))
+                s.future.set_result(incomplete())
+        self._forget_old_answers()
 
     def _forget_old_answers(self) -> None:
         now = time.monotonic()
         for k in [k for k, (_, t) in self._answers.items() if now - t > ANSWER_KEPT_S]:
             del self._answers[k]
+        for k in [k for k, t in self._expired.items() if now - t > EXPIRED_KEPT_S]:
+            del self._expired[k]
 
     def fail_all(self, why: str) -> None:
         """Shutting down: every held sample answers 503 so its caller retries elsewhere."""
@@ -314,8 +289,3 @@ class GroupAssembler:
             for s in pending.samples:
                 if not s.future.done():
                     s.future.set_exception(NotReadyError(why))
-
-
-def _size(seq: TokenSequence) -> int:
-    """Held bytes of a sample, as the server stores it (ids as Python ints in tuples)."""
-    return 64 + 8 * (len(seq.prompt_ids) + len(seq.completion_ids))

@@ -22,7 +22,8 @@ from vigor_client.schema import (
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
 from ..serving import ServedModel, ServingSlot
-from .assembler import Gone, GroupAssembler, SampleAnswer
+from .assembler import Gone, GroupAssembler
+from .held import SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response

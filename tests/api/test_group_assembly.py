@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import httpx
 import pytest
@@ -82,6 +83,25 @@ def test_a_group_that_never_completes_answers_null_with_a_reason():
             assert g["rewards"] == [None] and g["scores"] == [None]
             assert g["reasons"] == ["group_incomplete"]
         assert "vigor_groups_incomplete_total 1.0" in httpx.get(srv.url + "/metrics").text
+
+
+def test_a_retry_of_an_expired_sample_hears_so_at_once():
+    async def go(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            await post_all(url, [one_sample("a", j, hold_s=0.5) for j in range(2)])
+            t0 = time.monotonic()
+            # OpenRLHF re-sends a failed sample 1 s later: without the memory of the expiry it
+            # would open a new group and wait the whole hold time again, five times over.
+            retry = await client.post("/v1/rewards", json=one_sample("a", 0, hold_s=30))
+            return retry, time.monotonic() - t0
+
+    with tiny_server() as srv:
+        retry, waited = asyncio.run(go(srv.url))
+        assert retry.json()["groups"][0]["reasons"] == ["group_incomplete"]
+        assert waited < 10  # answered from the record, not after another 30 s hold
+        metrics = httpx.get(srv.url + "/metrics").text
+        assert "vigor_groups_incomplete_total 1.0" in metrics  # the retry opened no group
+        assert "vigor_held_samples 0.0" in metrics
 
 
 def test_a_retried_sample_counts_once():
