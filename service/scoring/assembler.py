@@ -9,9 +9,11 @@ Identity: a sample whose `sample_id` is already held takes over that slot (a ret
 twice). Without one, a sample identical to a held one whose caller went away takes over its slot,
 and a sample identical to one that was answered after its caller left gets that answer. A group
 still incomplete after its hold time answers its samples with no reward and the reason
-`group_incomplete`, and so does a retry of one of those samples for `EXPIRED_KEPT_S` after:
-OpenRLHF retries a failed call five times, 1 s apart, and each retry would otherwise open a new
-group and wait the whole hold time again. Bounds on held samples and bytes refuse a request
+`group_incomplete`, and so does a retry of one of those samples that comes within
+`EXPIRED_KEPT_S` of the last such answer: OpenRLHF retries a failed call five times, 1 s apart,
+and each retry would otherwise open a new group and wait the whole hold time again. The window
+is short because without sample ids a retry is known only by its content, which a later sample
+of the same prompt can share. Bounds on held samples and bytes refuse a request
 whole (429): nothing it carried is held, nothing already held is dropped. Held samples live in
 memory only: a restart closes their connections, and the callers' retries form the group again.
 """
@@ -32,7 +34,7 @@ from .held import INCOMPLETE, HeldSample, PendingGroup, SampleAnswer, held_size,
 log = logging.getLogger(__name__)
 
 ANSWER_KEPT_S = 300.0  # how long an answer waits for a caller that left and may retry
-EXPIRED_KEPT_S = 30.0  # how long a retry of an expired group's sample is told so at once
+EXPIRED_KEPT_S = 5.0  # a retry this soon after its sample's last incomplete answer hears it again
 
 Run = Callable[[RewardsRequest, list[list[TokenSequence]]], Awaitable[RewardsResponse]]
 Gone = Callable[[], Awaitable[bool]]
@@ -156,6 +158,7 @@ class GroupAssembler:
             return future
         expired = self._expired.get((key, identity))
         if expired is not None and time.monotonic() - expired <= EXPIRED_KEPT_S:
+            self._expired[(key, identity)] = time.monotonic()
             future.set_result(incomplete())
             return future
         pending = self._pending.get(key)

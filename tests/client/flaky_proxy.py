@@ -7,6 +7,8 @@ substring of "METHOD /path"); the first rule that still has actions left takes i
     "drop"          close the connection without forwarding (the server never sees the request)
     "drop_answer"   forward, let the server act, then close without relaying its answer
     "delay:S"       wait S seconds, then forward
+    "cut:S"         forward, then close both connections after S seconds (or when the answer
+                    comes), relaying nothing: the network fails while the server holds the call
     "429:S", "503", "503:S", "502"   answer that status (with Retry-After: S when given) and
                     close; the server never sees the request
 
@@ -17,6 +19,7 @@ request that arrived, in order; `forwarded` those the server received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections import deque
@@ -108,6 +111,12 @@ class FlakyProxy:
                 action = self._action(method, path)
                 kind, _, arg = action.partition(":")
                 if kind == "drop":
+                    return
+                if kind == "cut":
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._forward(upstream, head, body, method, path), float(arg)
+                        )
                     return
                 if kind == "delay":
                     await asyncio.sleep(float(arg))
