@@ -1,91 +1,51 @@
-"""The request-building core shared by the sync and async clients; only sending differs."""
+"""The request-building core shared by the sync and async clients; only sending differs.
+
+`RequestCore` is the one object both clients talk to. Its parts, each in its own module:
+defaults and tokens (`_defaults`), the request as plain data (`_prepared_request`), the weight
+plane's requests (`_weight_requests`), bodies and errors at httpx's transport (`_transport`),
+and answers turned into models or typed errors (`_responses`). The names defined here before
+that split are imported back (`X as X`), so they stay importable from this module.
+"""
 
 from __future__ import annotations
 
-import email.utils
-import json
-import math
-import os
-import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from ._retry import Idempotency
-from .errors import (
-    ERRORS_BY_STATUS,
-    VigorConnectionError,
-    VigorProtocolError,
-    VigorServerError,
-    VigorTimeoutError,
+from ._defaults import (
+    ADMIN_TOKEN_ENV,
+    API_TOKEN_ENV,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TIMEOUT_MARGIN_S,
+    DEFAULT_URL,
+    held_wait,
+    token_or_env,
 )
-from .schema import AdapterRequest, CommitRequest, Group, ReloadRequest, RewardsRequest
+from ._defaults import DEFAULT_ADMIN_TIMEOUT as DEFAULT_ADMIN_TIMEOUT
+from ._defaults import SERVER_HOLD_S as SERVER_HOLD_S
+from ._prepared_request import UNVERSIONED as UNVERSIONED
+from ._prepared_request import PreparedRequest
+from ._responses import error_for, parse_response
+from ._responses import parse_retry_after as parse_retry_after
+from ._transport import NOT_SENT as NOT_SENT
+from ._transport import SEND_CHUNK as SEND_CHUNK
+from ._transport import TRANSIENT as TRANSIENT
+from ._transport import sliced_body, translate_transport_error
+from ._weight_requests import WeightPlaneRequests
+from .errors import VigorServerError
+from .schema import Group, RewardsRequest
 
 T = TypeVar("T", bound=BaseModel)
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
-SEND_CHUNK = 1 << 20
-# Admin calls: above the server's own bound (--admin-timeout-s, 300 s), which answers first.
-DEFAULT_ADMIN_TIMEOUT = 330.0
-# Read when a client is given no token, as the server reads its own (VIGOR_API_TOKEN,
-# VIGOR_ADMIN_TOKEN): one environment, e.g. a compose file's, configures both ends.
-API_TOKEN_ENV = "VIGOR_API_TOKEN"
-ADMIN_TOKEN_ENV = "VIGOR_ADMIN_TOKEN"
-# Added to the longest a server may take by its own bounds before the client stops listening.
-DEFAULT_TIMEOUT_MARGIN_S = 10.0
-UNVERSIONED = "without a version the server applies served + 1, so a repeat would apply twice"
-
-
-# The server's default --group-hold-s: how long it may hold samples of an incomplete group.
-SERVER_HOLD_S = 120.0
-
-
-def held_wait(body: RewardsRequest) -> float:
-    """How long the server may hold this request's samples before it answers (0: whole groups)."""
-    holds = [
-        g.hold_s or body.hold_s or SERVER_HOLD_S for g in body.groups if g.group_size is not None
-    ]
-    return max(holds, default=0.0)
-
-
-@dataclass(frozen=True)
-class PreparedRequest:
-    method: str
-    path: str
-    json: Any = None
-    content: Any = None  # bytes, or a body of parts (`.parts`, `.length`) sent without copying
-    headers: dict[str, str] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    timeout: float | None = None
-    idempotency: Idempotency = Idempotency.SAFE
-    why_not_idempotent: str = ""
-    version: int | None = None  # the weight version a BY_VERSION call sets
-    operation: str | None = None  # its WeightUpdate.operation
-
-
-def _weight_change(version: int | None, operation: str) -> dict[str, Any]:
-    """The retry facts of a weight change: idempotent by version when it names one."""
-    if version is None:
-        return {"idempotency": Idempotency.NONE, "why_not_idempotent": UNVERSIONED}
-    return {"idempotency": Idempotency.BY_VERSION, "version": version, "operation": operation}
 
 
 def to_groups(groups: Iterable[Group | Mapping[str, Any]]) -> list[Group]:
     return [g if isinstance(g, Group) else Group.model_validate(dict(g)) for g in groups]
 
 
-def token_or_env(token: str | None, env: str) -> str | None:
-    """`token` as given; None reads `env`. An empty string (given or in `env`) is no token."""
-    if token is None:
-        token = os.environ.get(env)
-    return token or None
-
-
-class RequestCore:
+class RequestCore(WeightPlaneRequests):
     """Builds requests and turns responses into models or typed errors; sends nothing.
 
     A token left as None is read from VIGOR_API_TOKEN / VIGOR_ADMIN_TOKEN at construction;
@@ -190,103 +150,6 @@ class RequestCore:
             **retry_facts,
         )
 
-    # --- the weight plane (/admin, admin token) -------------------------------------------
-    def reload_weights(
-        self, path: str, *, version: int | None, full: bool, allow_cast: bool, timeout: float
-    ) -> PreparedRequest:
-        body = ReloadRequest(path=path, version=version, full=full, allow_cast=allow_cast)
-        return self.post(
-            "/admin/weights/reload",
-            body.model_dump(mode="json"),
-            admin=True,
-            timeout=timeout,
-            **_weight_change(version, "reload"),
-        )
-
-    def push_weights(
-        self, content: Any, *, version: int | None, full: bool, timeout: float
-    ) -> PreparedRequest:
-        params = _params(version=version, full=full)
-        return self.post_bytes(
-            "/admin/weights/push",
-            content,
-            params=params,
-            timeout=timeout,
-            **_weight_change(version, "push"),
-        )
-
-    def create_upload(self, *, timeout: float) -> PreparedRequest:
-        return self.post(
-            "/admin/weights/uploads",
-            admin=True,
-            timeout=timeout,
-            idempotency=Idempotency.NONE,
-            why_not_idempotent="a repeat opens a second upload",
-        )
-
-    def stage_bucket(self, upload_id: str, content: Any, *, timeout: float) -> PreparedRequest:
-        path = f"/admin/weights/uploads/{upload_id}/buckets"
-        return self.post_bytes(path, content, timeout=timeout)
-
-    def commit_upload(
-        self, upload_id: str, *, version: int | None, full: bool, timeout: float
-    ) -> PreparedRequest:
-        body = CommitRequest(version=version, full=full).model_dump(mode="json")
-        path = f"/admin/weights/uploads/{upload_id}/commit"
-        return self.post(
-            path, body, admin=True, timeout=timeout, **_weight_change(version, "commit")
-        )
-
-    def abort_upload(self, upload_id: str, *, timeout: float) -> PreparedRequest:
-        path = f"/admin/weights/uploads/{upload_id}"
-        return PreparedRequest("DELETE", path, headers=self.auth_headers(True), timeout=timeout)
-
-    def load_adapter(
-        self,
-        path: str,
-        *,
-        version: int | None,
-        name: str | None,
-        allow_cast: bool,
-        timeout: float,
-    ) -> PreparedRequest:
-        body = AdapterRequest(path=path, version=version, name=name, allow_cast=allow_cast)
-        return self.post(
-            "/admin/adapter",
-            body.model_dump(mode="json"),
-            admin=True,
-            timeout=timeout,
-            **_weight_change(version, "adapter_load"),
-        )
-
-    def push_adapter(
-        self,
-        content: Any,
-        *,
-        version: int | None,
-        name: str | None,
-        allow_cast: bool,
-        timeout: float,
-    ) -> PreparedRequest:
-        params = _params(version=version, name=name, allow_cast=allow_cast)
-        return self.post_bytes(
-            "/admin/adapter",
-            content,
-            params=params,
-            timeout=timeout,
-            **_weight_change(version, "adapter_load"),
-        )
-
-    def unload_adapter(self, *, version: int | None, timeout: float) -> PreparedRequest:
-        return PreparedRequest(
-            "DELETE",
-            "/admin/adapter",
-            headers=self.auth_headers(True),
-            params=_params(version=version),
-            timeout=timeout,
-            **_weight_change(version, "adapter_unload"),
-        )
-
     def build(
         self, client: httpx.Client | httpx.AsyncClient, req: PreparedRequest
     ) -> httpx.Request:
@@ -294,18 +157,8 @@ class RequestCore:
         if req.timeout is not None:
             timeout = httpx.Timeout(req.timeout, connect=self.timeout.connect)
             extensions["timeout"] = timeout.as_dict()
-        content, headers = req.content, req.headers
-        parts, length = None, 0
-        if content is not None and not isinstance(content, bytes | bytearray):
-            parts, length = content.parts, content.length  # a TensorBody: sent zero-copy
-        elif content is not None and len(content) > SEND_CHUNK:
-            parts, length = [content], len(content)
-        if parts is not None:
-            # Sent in slices: httpcore re-slices one big buffer on every partial send, which
-            # makes a single 256 MB write quadratic (~60 MB/s on loopback).
-            asynchronous = isinstance(client, httpx.AsyncClient)
-            content = _aslices(parts) if asynchronous else _slices(parts)
-            headers = {**headers, "Content-Length": str(length)}
+        content, length = sliced_body(req.content, isinstance(client, httpx.AsyncClient))
+        headers = req.headers if length is None else {**req.headers, "Content-Length": str(length)}
         return client.build_request(
             req.method,
             self.base_url + req.path,
@@ -317,14 +170,7 @@ class RequestCore:
         )
 
     def parse(self, response: httpx.Response, model: type[T]) -> T:
-        self.raise_for_error(response)
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise VigorProtocolError(
-                f"{response.request.url} answered {response.status_code} with a body that is not a "
-                f"{model.__name__}: {exc}"
-            ) from exc
+        return parse_response(response, model)
 
     def raise_for_error(self, response: httpx.Response) -> None:
         error = self.error_for(response)
@@ -333,82 +179,7 @@ class RequestCore:
 
     def error_for(self, response: httpx.Response) -> VigorServerError | None:
         """The typed error an answer stands for, or None for a success."""
-        if response.status_code < 400:
-            return None
-        code, message, version = "http_error", response.text[:500], None
-        try:
-            detail = json.loads(response.content)["error"]
-            code, message = detail["code"], detail["message"]
-            version = detail.get("current_weight_version")
-        except (ValueError, KeyError, TypeError):
-            pass
-        cls = ERRORS_BY_STATUS.get(response.status_code, VigorServerError)
-        return cls(
-            response.status_code,
-            code,
-            message,
-            url=str(response.request.url),
-            current_weight_version=version,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3);
-    None when absent or unreadable (the caller then backs off on its own)."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _slices(parts: Sequence[bytes | memoryview]) -> Iterator[memoryview]:
-    for part in parts:
-        view = memoryview(part).cast("B")
-        for start in range(0, len(view), SEND_CHUNK):
-            yield view[start : start + SEND_CHUNK]
-
-
-async def _aslices(parts: Sequence[bytes | memoryview]) -> AsyncIterator[memoryview]:
-    for piece in _slices(parts):
-        yield piece
-
-
-def _params(**values: Any) -> dict[str, Any]:
-    """Query parameters, None left out and booleans as true/false."""
-    out = {}
-    for key, value in values.items():
-        if value is not None:
-            out[key] = str(value).lower() if isinstance(value, bool) else value
-    return out
-
-
-# The connection was never made: the server cannot have seen the request.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# Failures a repeat may get past: the network, or a peer that went away mid-exchange.
-TRANSIENT = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
-
-
-def translate_transport_error(exc: httpx.HTTPError, url: str) -> VigorConnectionError:
-    """Map httpx's transport errors onto ours at the boundary; callers `raise ... from exc`."""
-    facts = {
-        "request_sent": not isinstance(exc, NOT_SENT),
-        "transient": isinstance(exc, TRANSIENT),
-    }
-    what = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, httpx.TimeoutException):
-        return VigorTimeoutError(f"no answer from {url} in time ({what})", **facts)
-    return VigorConnectionError(f"cannot reach {url} ({what})", **facts)
+        return error_for(response)
 
 
 __all__ = [
