@@ -4,7 +4,7 @@ VigorError
 ├── VigorConnectionError        the server could not be reached or the transport failed
 │   └── VigorTimeoutError       no answer within the client's timeout
 ├── VigorProtocolError          the server answered something that is not our wire format
-└── VigorServerError            the server answered an error: .status, .code, .message
+├── VigorServerError            the server answered an error: .status, .code, .message
     ├── InvalidRequestError     400 / 422 — the message names the group, completion, field
     ├── AuthenticationError     401 — no token sent
     ├── PermissionDeniedError   403 — wrong token, or a path outside the allowed dirs
@@ -13,7 +13,8 @@ VigorError
     ├── PayloadTooLargeError    413
     ├── OverloadedError         429 — .retry_after seconds
     ├── NotReadyError           503
-    └── DeadlineExceededError   504
+│   └── DeadlineExceededError   504
+└── WeightSyncError             a broadcast weight change left replicas on different versions
 
 Every error a call raises carries `.attempts` (how many times the request was sent; 1 when it was
 not retried) and `.history` (the error of each earlier attempt, oldest first); when there were
@@ -124,6 +125,25 @@ class NotReadyError(VigorServerError):
 
 class DeadlineExceededError(VigorServerError):
     pass
+
+
+class WeightSyncError(VigorError):
+    """A broadcast weight change did not leave every replica on one version.
+
+    `failures` maps a replica URL to the exception it raised; `versions` maps every replica that
+    answered to the weight version it reports now.
+    """
+
+    def __init__(self, action: str, failures: dict[str, BaseException], versions: dict[str, int]):
+        parts = [f"{url}: {type(e).__name__}: {e}" for url, e in failures.items()]
+        if not failures:
+            parts = [f"{url} is at version {v}" for url, v in versions.items()]
+        super().__init__(
+            f"{action} did not reach one weight version on every replica: " + "; ".join(parts)
+        )
+        self.action = action
+        self.failures = failures
+        self.versions = versions
 
 
 ERRORS_BY_STATUS: dict[int, type[VigorServerError]] = {

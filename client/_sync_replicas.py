@@ -1,0 +1,137 @@
+"""`VigorReplicas`: the blocking client over several replicas, each shard on a thread."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ._client_base import GroupLike
+from ._replicas_base import ReplicasBase
+from ._retry import NO_RETRY
+from ._sync_client import VigorClient
+from .errors import VigorError, VigorTimeoutError, WeightSyncError
+from .schema import Group, ModelInfo, RewardsResponse
+
+
+class VigorReplicas(ReplicasBase):
+    """Blocking client over several replicas; one `VigorClient` (one RequestCore) per replica."""
+
+    client_class = VigorClient
+
+    def __init__(self, base_urls: str | Sequence[str], **kwargs: Any):
+        super().__init__(base_urls, **kwargs)
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(2, len(self.urls)), thread_name_prefix="vigor-replica"
+        )
+
+    def _score_shard(self, first: int, groups: list[Group], options: dict) -> RewardsResponse:
+        tried: set[int] = set()
+        errors: list[VigorError] = []
+        rounds, started = 0, time.monotonic()
+        while True:
+            order = self._fallbacks(first, tried)
+            if not order:
+                time.sleep(self._next_round(rounds, errors, started))
+                rounds, tried = rounds + 1, set()
+                continue
+            i = order[0]
+            tried.add(i)
+            try:
+                # Retrying here is rerouting: one try per replica per round.
+                result = self.clients[i].score(groups, retry=NO_RETRY, **options)
+            except VigorError as exc:
+                self._rest(i, exc, errors, len(groups))
+                continue
+            self.states[i].mark_up()
+            return result
+
+    def score(self, groups: Sequence[GroupLike], **options: Any) -> RewardsResponse:
+        """Same call and answer as `VigorClient.score`; the answer's weight_version is the oldest
+        version any replica scored at (all are ≥ min_weight_version when that is given)."""
+        parsed = self._validated(groups, options)
+        plan = self._plan(parsed)
+        futures = [
+            (idx, self._pool.submit(self._score_shard, r, [parsed[i] for i in idx], options))
+            for r, idx in plan
+        ]
+        return self._merge(len(parsed), [(idx, f.result()) for idx, f in futures])
+
+    # --- every replica -----------------------------------------------------------------
+    def _each(
+        self, fn: Callable[[VigorClient], Any]
+    ) -> tuple[dict[str, Any], dict[str, BaseException]]:
+        futures = {
+            u: self._pool.submit(fn, c) for u, c in zip(self.urls, self.clients, strict=True)
+        }
+        ok, failed = {}, {}
+        for url, fut in futures.items():
+            try:
+                ok[url] = fut.result()
+            except Exception as exc:  # each replica's own failure is reported, not raised alone
+                failed[url] = exc
+        return ok, failed
+
+    def model_infos(self) -> dict[str, ModelInfo]:
+        ok, failed = self._each(lambda c: c.model_info())
+        if failed:
+            raise WeightSyncError(
+                "model_info", failed, {u: i.weight_version for u, i in ok.items()}
+            )
+        return ok
+
+    def model_info(self) -> ModelInfo:
+        """The info of the replica at the oldest weight version (what every replica has reached)."""
+        return min(self.model_infos().values(), key=lambda i: i.weight_version)
+
+    def ready(self) -> bool:
+        ok, _ = self._each(lambda c: c.ready())
+        return len(ok) == len(self.urls) and all(ok.values())
+
+    def wait_until_ready(self, timeout: float = 300.0, poll: float = 0.5) -> ModelInfo:
+        """Block until every replica answers /ready with 200."""
+        end = time.monotonic() + timeout
+        while True:
+            ok, _ = self._each(lambda c: c.ready())
+            waiting = [u for u in self.urls if not ok.get(u)]
+            if not waiting:
+                return self.model_info()
+            if time.monotonic() > end:
+                raise VigorTimeoutError(
+                    f"replicas not ready within {timeout:g} s: {', '.join(waiting)}"
+                )
+            time.sleep(poll)
+
+    def _broadcast(self, action: str, *args: Any, **kwargs: Any) -> int:
+        _, failed = self._each(lambda c: getattr(c, action)(*args, **kwargs))
+        infos, info_failed = self._each(lambda c: c.model_info())
+        versions = {u: i.weight_version for u, i in infos.items()}
+        return self._check_versions(action, {**info_failed, **failed}, versions)
+
+    def reload_weights(self, path: str, version: int | None = None, **kwargs: Any) -> int:
+        """Every replica loads `path`; returns the one weight version they all report."""
+        return self._broadcast("reload_weights", path, version=version, **kwargs)
+
+    def push_weights(
+        self, model_or_state_dict: Any, version: int | None = None, **kwargs: Any
+    ) -> int:
+        """Every replica receives the weights; returns the one weight version they all report."""
+        return self._broadcast("push_weights", model_or_state_dict, version=version, **kwargs)
+
+    def load_adapter(self, *args: Any, **kwargs: Any) -> int:
+        return self._broadcast("load_adapter", *args, **kwargs)
+
+    def unload_adapter(self, *args: Any, **kwargs: Any) -> int:
+        return self._broadcast("unload_adapter", *args, **kwargs)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        self._pool.shutdown(wait=False)
+
+    def __enter__(self) -> VigorReplicas:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
