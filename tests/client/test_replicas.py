@@ -1,69 +1,23 @@
-"""Several replicas behind one client: routing (pure), then two real `vigor-serve` processes.
+"""Several replicas behind one client, against two real `vigor-serve` processes (the pure routing
+arithmetic is in test_routing.py).
 
 The processes serve a tiny random Llama saved as a Hugging Face checkpoint, so scoring is fast;
 requests carry token ids (the checkpoint has no tokenizer).
 """
 
 import asyncio
-import random
 
 import pytest
 
-from vigor_client import Group, VigorClient, VigorConnectionError
-from vigor_client._routing import group_cost, merge_results, plan_shards, split_urls
+from vigor_client import VigorClient, VigorConnectionError
+from vigor_client._routing import split_urls
 from vigor_client.replicas import AsyncVigorReplicas, VigorReplicas, WeightSyncError, connect
-from vigor_client.schema import GroupResult, RewardsResponse
 
 from ..servers import ProcessServer, free_port
+from .id_groups import ids_group
 
 
-def ids_group(prompt_len: int, completion_lens: list[int], seed: int = 0) -> Group:
-    rng = random.Random(seed)
-    return Group(
-        id=seed,
-        prompt_ids=[rng.randrange(1, 64) for _ in range(prompt_len)],
-        completion_ids=[[rng.randrange(1, 64) for _ in range(n)] for n in completion_lens],
-    )
-
-
-# --- pure routing ---------------------------------------------------------------------------
-def test_shards_never_split_a_group_and_balance_the_cost():
-    groups = [ids_group(p, c, seed=i) for i, (p, c) in enumerate(
-        [(10, [5, 5, 5, 5]), (2, [1]), (3, [2, 2]), (10, [5, 5, 5, 5]), (1, [1, 1]), (4, [9])]
-    )]  # fmt: skip
-    shards = plan_shards(groups, 2)
-    assert sorted(i for s in shards for i in s) == list(range(len(groups)))
-    loads = [sum(group_cost(groups[i]) for i in s) for s in shards]
-    assert max(loads) - min(loads) <= max(group_cost(g) for g in groups)
-    assert all(s == sorted(s) for s in shards)
-    assert plan_shards(groups[:1], 3) in ([[0], [], []], [[], [0], []], [[], [], [0]])
-
-
-def test_single_group_requests_rotate_over_replicas():
-    g = [ids_group(3, [2, 2])]
-    chosen = [next(k for k, s in enumerate(plan_shards(g, 3, offset=t)) if s) for t in range(6)]
-    assert chosen == [0, 1, 2, 0, 1, 2]
-
-
-def test_costs_weigh_text_and_ids_alike():
-    text = Group(prompt="x" * 40, completions=["y" * 8, "z" * 8])
-    ids = Group(prompt_ids=[1] * 10, completion_ids=[[1, 2], [3, 4]])
-    assert group_cost(text) == group_cost(ids) == 24
-
-
-def test_merge_restores_order_and_reports_the_oldest_version():
-    def res(version, ids):
-        groups = [
-            GroupResult(id=i, rewards=[0.0], scores=[-1.0], grad_norms=[1.0], num_tokens=[1],
-                        reasons=[None]) for i in ids
-        ]  # fmt: skip
-        return RewardsResponse(model="m", weight_version=version, groups=groups)
-
-    merged, versions = merge_results(4, [([1, 3], res(5, [1, 3])), ([0, 2], res(4, [0, 2]))])
-    assert [g.id for g in merged.groups] == [0, 1, 2, 3]
-    assert merged.weight_version == 4 and versions == {4, 5}
-
-
+# --- urls, and connecting to replicas that are not there ------------------------------
 def test_urls_and_connect():
     assert split_urls("http://a:1/, http://b:2,http://a:1") == ["http://a:1", "http://b:2"]
     with pytest.raises(ValueError):

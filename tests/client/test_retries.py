@@ -4,7 +4,6 @@ server (a tiny model in-process) behind a proxy that answers 429 / 503 or drops 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
 
@@ -21,7 +20,7 @@ from vigor_client import (
     VigorConnectionError,
     VigorServerError,
 )
-from vigor_client._core import RequestCore, parse_retry_after
+from vigor_client._core import RequestCore
 from vigor_client._retry import Idempotency, as_policy
 
 from ..servers import free_port
@@ -51,15 +50,6 @@ def test_bad_policies_and_retry_arguments_are_refused():
     with pytest.raises(TypeError, match="retry="):
         as_policy("3")
     assert as_policy(None).max_retries == 0 and as_policy(5).max_retries == 5
-
-
-def test_retry_after_reads_seconds_and_http_dates():
-    assert parse_retry_after("3") == 3.0 and parse_retry_after(" 1.5 ") == 1.5
-    now = time.time()
-    date = email.utils.formatdate(now + 30, usegmt=True)
-    assert parse_retry_after(date, now=now) == pytest.approx(30, abs=1)
-    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
 
 
 def test_scoring_listens_for_the_wait_and_the_deadline_plus_a_margin():

@@ -1,0 +1,53 @@
+"""Answers turned into models or typed errors (`vigor_client._responses`), through a client on
+httpx's MockTransport: each mapped status, an unmapped one, a body that is not ours, Retry-After."""
+
+import email.utils
+import time
+
+import httpx
+import pytest
+
+from vigor_client import VigorClient, VigorProtocolError, VigorServerError
+from vigor_client._responses import parse_retry_after
+from vigor_client.errors import ERRORS_BY_STATUS
+
+
+def _mock(handler):
+    return httpx.MockTransport(handler)
+
+
+def test_every_mapped_status_raises_its_class():
+    for status, cls in ERRORS_BY_STATUS.items():
+        body = {"error": {"code": f"c{status}", "message": "m", "current_weight_version": 3}}
+        transport = _mock(
+            lambda req, s=status, b=body: httpx.Response(s, json=b, headers={"Retry-After": "2"})
+        )
+        with VigorClient("http://x", transport=transport) as client, pytest.raises(cls) as info:
+            client.model_info()
+        assert info.value.status == status and info.value.code == f"c{status}"
+        assert info.value.retry_after == 2.0 and info.value.current_weight_version == 3
+
+
+def test_unmapped_status_and_non_json_error_body():
+    transport = _mock(lambda req: httpx.Response(502, text="<html>bad gateway</html>"))
+    with (
+        VigorClient("http://x", transport=transport) as client,
+        pytest.raises(VigorServerError) as info,
+    ):
+        client.model_info()
+    assert type(info.value) is VigorServerError and "bad gateway" in info.value.message
+
+
+def test_unexpected_success_body_is_a_protocol_error():
+    transport = _mock(lambda req: httpx.Response(200, json={"hello": 1}))
+    with VigorClient("http://x", transport=transport) as client, pytest.raises(VigorProtocolError):
+        client.model_info()
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    assert parse_retry_after("3") == 3.0 and parse_retry_after(" 1.5 ") == 1.5
+    now = time.time()
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(date, now=now) == pytest.approx(30, abs=1)
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
