@@ -31,9 +31,11 @@ def _build(config, seed: int, dtype: torch.dtype):
 FLOAT64_ATTENTION = "sdpa"
 
 
-def tiny_llama(tied: bool = False, dtype=torch.float64, seed: int = 0, pad_token_id=None):
+def tiny_llama(
+    tied: bool = False, dtype=torch.float64, seed: int = 0, pad_token_id=None, vocab_size=VOCAB
+):
     config = LlamaConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=48,
         num_hidden_layers=2,
