@@ -1,13 +1,4 @@
-"""TRL GRPOTrainer integration: a reward function and a weight-sync callback.
-
-    from vigor_client.integrations.trl import vigor_for_trl
-
-    reward_fn, sync = vigor_for_trl("http://127.0.0.1:8000", tokenizer=tokenizer)
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward_fn], callbacks=[sync], ...)
-
-The callback pushes the policy's trainable weights (the LoRA adapter alone for peft models) after
-every optimizer step with weight version = global step; the reward function asks the server for
-`min_weight_version = global step`, so each completion is scored on the weights that sampled it.
+"""TRL reward functions scored by the service, sync and async.
 
 TRL calls a reward function with `prompts, completions, completion_ids, trainer_state,
 log_extra, log_metric` and the dataset's other columns, and one call holds this process's slice
@@ -24,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import AsyncVigorClient, VigorClient
-from ..errors import VigorError
-from ..replicas import AsyncVigorReplicas, VigorReplicas, aconnect, connect
-from ..schema import Group, RewardsResponse
-from .grouping import contiguous_runs, fixed_runs, freeze, scatter
-from .weights import VersionClock, is_peft, sync_weights, unwrap
+from ...errors import VigorError
+from ...schema import Group, RewardsResponse
+from ..grouping import contiguous_runs, fixed_runs, freeze, scatter
+from ..weights import VersionClock
+from .clients import async_client, sync_client
+from .prompts import completion_text, prompt_form
 
 log = logging.getLogger(__name__)
 
@@ -49,39 +40,6 @@ class RewardCall:
     rewards: list[float | None] = field(repr=False, default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-
-
-def _messages(prompt: list[dict]) -> list[dict[str, str]]:
-    out = []
-    for k, m in enumerate(prompt):
-        if not isinstance(m.get("content"), str):
-            raise ValueError(
-                f"message {k} has non-text content; pass tokenizer= so prompts go as token ids"
-            )
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
-
-def _completion_text(completion: Any) -> str:
-    if isinstance(completion, str):
-        return completion
-    return "".join(
-        m.get("content") or "" for m in completion
-    )  # conversational: [{"role", "content"}]
-
-
-def _sync_client(server: Any) -> VigorClient | VigorReplicas:
-    return server if isinstance(server, VigorClient | VigorReplicas) else connect(server)
-
-
-def _async_client(server: Any) -> AsyncVigorClient | AsyncVigorReplicas:
-    if isinstance(server, AsyncVigorClient | AsyncVigorReplicas):
-        return server
-    if isinstance(server, VigorReplicas):
-        return aconnect(server.urls)
-    if isinstance(server, VigorClient):
-        return aconnect(server.base_url)
-    return aconnect(server)
 
 
 class _RewardBase:
@@ -114,22 +72,6 @@ class _RewardBase:
         self.calls: deque[RewardCall] = deque(maxlen=10_000)
 
     # --- request -----------------------------------------------------------------------
-    def _prompt_form(self, prompt: Any) -> dict[str, Any]:
-        conversational = isinstance(prompt, list)
-        if self.tokenizer is None:
-            return {"messages": _messages(prompt)} if conversational else {"prompt": prompt}
-        if conversational:  # exactly what GRPOTrainer._tokenize_prompts feeds generate()
-            ids = self.tokenizer.apply_chat_template(
-                prompt,
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-                **self.chat_template_kwargs,
-            )["input_ids"]
-        else:
-            ids = self.tokenizer(text=prompt)["input_ids"]
-        return {"prompt_ids": [int(t) for t in ids]}
-
     def _build(
         self, prompts: list, completions: list, completion_ids: list | None, trainer_state: Any
     ) -> tuple[list[Group], list[list[int]], dict[str, Any]]:
@@ -144,11 +86,11 @@ class _RewardBase:
         )
         groups = []
         for run in runs:
-            form = self._prompt_form(prompts[run[0]])
+            form = prompt_form(prompts[run[0]], self.tokenizer, self.chat_template_kwargs)
             if completion_ids is not None:  # the generated ids, verbatim: no retokenization
                 form["completion_ids"] = [[int(t) for t in completion_ids[i]] for i in run]
             else:
-                form["completions"] = [_completion_text(completions[i]) for i in run]
+                form["completions"] = [completion_text(completions[i]) for i in run]
             groups.append(Group(**form))
         options: dict[str, Any] = {"shaping": self.shaping, "signals": list(self.signals)}
         step = getattr(trainer_state, "global_step", None)
@@ -230,7 +172,7 @@ class VigorRewardFunction(_RewardBase):
 
     def __init__(self, server: Any = "http://127.0.0.1:8000", **options: Any) -> None:
         super().__init__(**options)
-        self.client = _sync_client(server)
+        self.client = sync_client(server)
 
     def __call__(
         self,
@@ -267,7 +209,7 @@ class AsyncVigorRewardFunction(_RewardBase):
 
     def __init__(self, server: Any = "http://127.0.0.1:8000", **options: Any) -> None:
         super().__init__(**options)
-        self.client = _async_client(server)
+        self.client = async_client(server)
 
     async def __call__(
         self,
@@ -297,122 +239,3 @@ class AsyncVigorRewardFunction(_RewardBase):
         finally:
             call.seconds = time.perf_counter() - t0
         return self._finish(response, runs, len(prompts), call, log_metric, log_extra)
-
-
-def _callback_base() -> type:
-    from transformers import TrainerCallback  # TRL users have transformers
-
-    return TrainerCallback
-
-
-class VigorWeightSyncCallback(_callback_base()):  # type: ignore[misc]
-    """Sends the policy's weights to the service after every optimizer step.
-
-    The version is the trainer's global step (plus the shared clock's offset). Full models send
-    their trainable parameters; peft models only the LoRA adapter. With `checkpoints_dir` the
-    weights are saved there (`step-<version>/`) and the server reloads them from its disk (it must
-    see that path). Only the main process sends; every send blocks until the server (every
-    replica) has swapped, so the next generation is scored on the new weights.
-
-    At the start of training, the server must hold the policy's weights as of the current step:
-    - server version == global step: assumed to be the policy's (start the server on the same
-      checkpoint as the trainer); nothing is sent;
-    - server version < global step (a resumed run): the weights are sent as that step's version;
-    - a peft policy while no adapter is served, or `push_on_train_begin=True`: the weights are sent
-      as version max(server + 1, step) and the clock's offset makes later versions follow on;
-    - server version > global step otherwise: refused (`VigorError`), since the served weights
-      would not be the ones that sample the first completions.
-    """
-
-    def __init__(
-        self,
-        server: Any = "http://127.0.0.1:8000",
-        *,
-        checkpoints_dir: str | None = None,
-        keep_checkpoints: int = 2,
-        clock: VersionClock | None = None,
-        push_on_train_begin: bool = False,
-        push_kwargs: dict | None = None,
-    ) -> None:
-        self.client = _sync_client(server)
-        self.checkpoints_dir = checkpoints_dir
-        self.keep_checkpoints = keep_checkpoints
-        self.clock = clock or VersionClock()
-        self.push_on_train_begin = push_on_train_begin
-        self.push_kwargs = push_kwargs or {}
-        self.synced: list[tuple[int, int, float]] = []  # (step, version, seconds)
-
-    def _send(self, model: Any, step: int, version: int) -> None:
-        t0 = time.perf_counter()
-        sync_weights(
-            self.client,
-            model,
-            version,
-            checkpoints_dir=self.checkpoints_dir,
-            keep=self.keep_checkpoints,
-            **self.push_kwargs,
-        )
-        seconds = time.perf_counter() - t0
-        self.synced.append((step, version, seconds))
-        log.info("weights v%d (step %d) synced in %.2f s", version, step, seconds)
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
-        if model is None or not getattr(state, "is_world_process_zero", True):
-            return
-        step = state.global_step
-        info = self.client.model_info()
-        served = info.weight_version
-        needs_adapter = is_peft(unwrap(model)) and info.adapter is None
-        if self.push_on_train_begin or needs_adapter:
-            version = max(served + 1, step)
-            self.clock.offset = version - step
-            self._send(model, step, version)
-        elif served < step:
-            self.clock.offset = 0
-            self._send(model, step, step)
-        elif served > self.clock.version_for(step):
-            raise VigorError(
-                f"the server holds weight version {served}, newer than this run's step {step}: "
-                "restart it on the policy's checkpoint, or pass push_on_train_begin=True"
-            )
-
-    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
-        if model is None or not getattr(state, "is_world_process_zero", True):
-            return
-        self._send(model, state.global_step, self.clock.version_for(state.global_step))
-
-
-def vigor_for_trl(
-    server: Any = "http://127.0.0.1:8000",
-    *,
-    tokenizer: Any = None,
-    checkpoints_dir: str | None = None,
-    push_on_train_begin: bool = False,
-    asynchronous: bool = False,
-    **reward_options: Any,
-) -> tuple[VigorRewardFunction | AsyncVigorRewardFunction, VigorWeightSyncCallback]:
-    """The reward function and the weight-sync callback, sharing one version clock.
-
-    `server`: a URL, several (list or comma-separated), or a client. `reward_options` go to the
-    reward function (signals, shaping, num_generations, on_error, wait_s, ...).
-    """
-    clock = VersionClock()
-    sync = VigorWeightSyncCallback(
-        server,
-        checkpoints_dir=checkpoints_dir,
-        clock=clock,
-        push_on_train_begin=push_on_train_begin,
-    )
-    cls = AsyncVigorRewardFunction if asynchronous else VigorRewardFunction
-    reward = cls(server, tokenizer=tokenizer, clock=clock, **reward_options)
-    return reward, sync
-
-
-__all__ = [
-    "AsyncVigorRewardFunction",
-    "RewardCall",
-    "VersionClock",
-    "VigorRewardFunction",
-    "VigorWeightSyncCallback",
-    "vigor_for_trl",
-]
