@@ -5,13 +5,16 @@
     reward_fn, sync = vigor_for_trl("http://127.0.0.1:8000", tokenizer=tokenizer)
     trainer = GRPOTrainer(model=model, reward_funcs=[reward_fn], callbacks=[sync], ...)
 
-The callback pushes the policy's trainable weights (the LoRA adapter alone for peft models) after
-every optimizer step with weight version = global step; the reward function asks the server for
-`min_weight_version = global step`, so each completion is scored on the weights that sampled it.
+The reward function asks the server for `min_weight_version = global step` (plus an offset
+agreed at train start), so each completion is scored on the weights that sampled it, and before
+scoring has the callback send the policy's trainable weights (the LoRA adapter alone for peft
+models) when they changed since the last send. On several processes the pieces of a group that
+the processes hold are assembled by the server, so every reward is the whole group's rank.
 
-TRL calls a reward function with `prompts, completions, completion_ids, trainer_state,
-log_extra, log_metric` and the dataset's other columns, and one call holds this process's slice
-of the batch with each prompt's `num_generations` completions next to each other.
+- `reward.py`: the reward functions; `request.py`, `pieces.py`: their requests, whole groups or
+  pieces of groups; `results.py`: the answer, its checks and logged metrics.
+- `callback.py`: the weight-sync callback; `run.py`: what it shares with the reward functions
+  (version clock, run key, process layout); `sharding.py`: refusing ZeRO-3 / FSDP.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from typing import Any
 
 from ..weights import VersionClock
 from .callback import VigorWeightSyncCallback
-from .reward import AsyncVigorRewardFunction, RewardCall, VigorRewardFunction
+from .results import GroupIncompleteError, RewardCall
+from .reward import AsyncVigorRewardFunction, VigorRewardFunction
+from .run import TrainerRun
 
 
 def vigor_for_trl(
@@ -30,28 +35,38 @@ def vigor_for_trl(
     checkpoints_dir: str | None = None,
     push_on_train_begin: bool = False,
     asynchronous: bool = False,
+    client_options: dict | None = None,
+    push_kwargs: dict | None = None,
     **reward_options: Any,
 ) -> tuple[VigorRewardFunction | AsyncVigorRewardFunction, VigorWeightSyncCallback]:
-    """The reward function and the weight-sync callback, sharing one version clock.
+    """The reward function and the weight-sync callback, sharing one `TrainerRun`.
 
-    `server`: a URL, several (list or comma-separated), or a client. `reward_options` go to the
-    reward function (signals, shaping, num_generations, on_error, wait_s, ...).
+    `server`: a URL, several (list or comma-separated), or a client. `client_options` configure
+    the clients built from a URL (`retry=RetryPolicy(...)` or a number of retries, `timeout`,
+    `timeout_margin_s`, `api_token`, `admin_token`, `cooldown_s`); `push_kwargs` go to `push_weights` (bucket size, ...). `reward_options` go to the
+    reward function (signals, shaping, num_generations, on_error, wait_s, hold_s, ...).
     """
-    clock = VersionClock()
+    run = TrainerRun()
     sync = VigorWeightSyncCallback(
         server,
         checkpoints_dir=checkpoints_dir,
-        clock=clock,
+        run=run,
         push_on_train_begin=push_on_train_begin,
+        push_kwargs=push_kwargs,
+        client_options=client_options,
     )
     cls = AsyncVigorRewardFunction if asynchronous else VigorRewardFunction
-    reward = cls(server, tokenizer=tokenizer, clock=clock, **reward_options)
+    reward = cls(
+        server, tokenizer=tokenizer, run=run, client_options=client_options, **reward_options
+    )
     return reward, sync
 
 
 __all__ = [
     "AsyncVigorRewardFunction",
+    "GroupIncompleteError",
     "RewardCall",
+    "TrainerRun",
     "VersionClock",
     "VigorRewardFunction",
     "VigorWeightSyncCallback",
