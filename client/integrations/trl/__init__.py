@@ -43,8 +43,9 @@ def vigor_for_trl(
 
     `server`: a URL, several (list or comma-separated), or a client. `client_options` configure
     the clients built from a URL (`retry=RetryPolicy(...)` or a number of retries, `timeout`,
-    `timeout_margin_s`, `api_token`, `admin_token`, `cooldown_s`); `push_kwargs` go to `push_weights` (bucket size, ...). `reward_options` go to the
-    reward function (signals, shaping, num_generations, on_error, wait_s, hold_s, ...).
+    `timeout_margin_s`, `api_token`, `admin_token`, `cooldown_s`); `push_kwargs` go to
+    `push_weights` (`bucket_bytes`, ...). `reward_options` go to the reward function (signals,
+    shaping, num_generations, on_error, wait_s, hold_s, ...).
     """
     run = TrainerRun()
     sync = VigorWeightSyncCallback(

@@ -1,0 +1,143 @@
+"""The TRL integration on two processes: a real GRPOTrainer under torchrun (gloo, CPU) against a
+real server, with groups that span the processes; then the pieces of that layout on their own,
+and the refusal of sharded parameters (real FSDP2 on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vigor_client.integrations.trl.pieces import plan_pieces
+
+from ...servers import ProcessServer
+
+SCRIPT = Path(__file__).with_name("trl_two_processes.py")
+G = 4  # num_generations in the script; 2 processes × 2 × 3 samples: group 1 spans both
+
+
+@pytest.fixture(scope="module")
+def tokenizer_model(default_tokenizer, tmp_path_factory):
+    """A tiny random Llama over the default model's tokenizer, saved with that tokenizer."""
+    from ...tiny_models import tiny_llama_for
+
+    path = tmp_path_factory.mktemp("tiny-tok-model")
+    tiny_llama_for(default_tokenizer).save_pretrained(path)
+    default_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tokenizer_model, tmp_path_factory):
+    """Both processes' records of one `torchrun --nproc_per_node 2` training run."""
+    tmp = tmp_path_factory.mktemp("trl-2proc")
+    server = ProcessServer("--model", str(tokenizer_model), "--engine", "loop")
+    server.start(tmp / "server.log")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+        str(SCRIPT), "--server", server.url, "--model", str(tokenizer_model), "--out", str(tmp),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        server.stop()
+    print(f"two-process GRPO run: {time.perf_counter() - t0:.1f} s (torchrun start included)")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_processes_rank_whole_groups_at_the_sampling_weights(two_process_run):
+    import torch
+
+    first, second = two_process_run
+    assert [r["world_size"] for r in two_process_run] == [2, 2]
+    assert first["distributed_type"] == "DistributedType.MULTI_CPU"
+    # One clock and one run key everywhere: the offset process 0 set (it sent the start weights
+    # as version 1 at step 0) reached process 1.
+    assert first["offset"] == second["offset"] == 1
+    assert first["run_id"] == second["run_id"] is not None
+    gens = first["generations"]
+    assert [g["step"] for g in gens] == [g["step"] for g in second["generations"]] == [0, 3]
+    for mine, theirs in zip(gens, second["generations"], strict=True):
+        assert mine["gathered_rewards"] == theirs["gathered_rewards"]
+        assert mine["checksum"] == theirs["checksum"]  # DDP: the same weights sampled both halves
+
+    for gen in gens:
+        # TRL's gathered rewards, all 12 samples: each equals the rank /v1/rewards gives the same
+        # groups sent whole, at the same weight version.
+        ref = gen["reference"]
+        assert gen["gathered_rewards"] == pytest.approx(ref["rewards"], abs=1e-6)  # float32 in TRL
+        for k in range(0, len(ref["rewards"]), G):  # whole-group ranks of 4, not halves' ±1
+            assert sorted(ref["rewards"][k : k + G]) == pytest.approx([-1, -1 / 3, 1 / 3, 1])
+        # ... and TRL's advantages are those ranks normalized within the whole group.
+        r = torch.tensor(ref["rewards"], dtype=torch.float64).view(-1, G)
+        want = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)
+        assert gen["advantages"] == pytest.approx(want.flatten().tolist(), rel=1e-5)
+
+    # Every call on both processes held a piece of group 1 and was scored at the version of the
+    # weights that sampled it: the send with that version carried the generation's checksum.
+    sent = {s["version"]: s["checksum"] for s in first["sent"]}
+    for rank in two_process_run:
+        assert [c["number"] for c in rank["calls"]] == [1, 2]
+        for call, gen in zip(rank["calls"], gens, strict=True):
+            assert call["held"] and call["error"] is None and call["rank"] == rank["rank"]
+            assert call["step"] == gen["step"]
+            assert call["required_version"] == call["step"] + 1 == call["weight_version"]
+            assert sent[call["weight_version"]] == pytest.approx(gen["checksum"], rel=1e-12)
+            assert gen["reference"]["weight_version"] == call["weight_version"]
+
+    # Pushes: the start weights, then one per generation that used new weights (step 3), not
+    # one per optimizer step (6): steps 1, 2, 4, 5 and 6 sampled nothing.
+    assert [(s, v) for s, v, _ in first["synced"]] == [(0, 1), (3, 4)]
+    assert second["synced"] == [] and second["sent"] == []
+    assert first["global_step"] == 6
+
+
+def test_pieces_of_groups_that_span_processes():
+    keys = ["a"] * 4 + ["b"] * 2  # process 0 of 2: group 0 whole, the first half of group 1
+    first = plan_pieces(keys, 4, rank=0, world_size=2)
+    assert [(p.group, p.samples, p.positions, p.whole) for p in first] == [
+        (0, [0, 1, 2, 3], [0, 1, 2, 3], True),
+        (1, [4, 5], [0, 1], False),
+    ]
+    second = plan_pieces(["b"] * 2 + ["c"] * 4, 4, rank=1, world_size=2)
+    assert [(p.group, p.samples, p.positions) for p in second] == [
+        (1, [0, 1], [2, 3]),
+        (2, [2, 3, 4, 5], [0, 1, 2, 3]),
+    ]
+    with pytest.raises(ValueError, match=r"2 process.* × 3 samples = 6 do not split"):
+        plan_pieces(["a"] * 3, 4, rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"samples 4\.\.5 of process 0 should share one prompt"):
+        plan_pieces(["a"] * 4 + ["b", "c"], 4, rank=0, world_size=2)
+
+
+@pytest.mark.slow
+def test_fsdp_sharded_parameters_are_refused_naming_the_fix(tmp_path):
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from vigor_client.integrations.trl import VigorWeightSyncCallback
+
+    from ...tiny_models import tiny_llama
+
+    sync = VigorWeightSyncCallback("http://127.0.0.1:9")  # refused before any request
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        model = tiny_llama(dtype=torch.float32)
+        fully_shard(model, mesh=init_device_mesh("cpu", (1,)))  # parameters become DTensors
+        state = type("State", (), {"global_step": 0})()
+        with pytest.raises(NotImplementedError, match=r"FSDP-sharded parameters.*Fix: train with"):
+            sync.on_train_begin(None, state, None, model=model)
+    finally:
+        dist.destroy_process_group()
+    assert sync.synced == [] and not sync.run.agreed
