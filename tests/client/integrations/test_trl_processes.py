@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from vigor_client.integrations.trl import GroupIncompleteError, TrainerRun, VigorRewardFunction
+from vigor_client.integrations.trl import request as trl_request
 from vigor_client.integrations.trl.pieces import plan_pieces
 
 from ...servers import ProcessServer
@@ -33,21 +35,24 @@ def tokenizer_model(default_tokenizer, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tokenizer_model, tmp_path_factory):
+def server(tokenizer_model, tmp_path_factory):
+    server = ProcessServer("--model", str(tokenizer_model), "--engine", "loop")
+    server.start(tmp_path_factory.mktemp("trl-2proc-server") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def two_process_run(server, tokenizer_model, tmp_path_factory):
     """Both processes' records of one `torchrun --nproc_per_node 2` training run."""
     tmp = tmp_path_factory.mktemp("trl-2proc")
-    server = ProcessServer("--model", str(tokenizer_model), "--engine", "loop")
-    server.start(tmp / "server.log")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
         str(SCRIPT), "--server", server.url, "--model", str(tokenizer_model), "--out", str(tmp),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    finally:
-        server.stop()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     print(f"two-process GRPO run: {time.perf_counter() - t0:.1f} s (torchrun start included)")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -61,8 +66,10 @@ def test_two_processes_rank_whole_groups_at_the_sampling_weights(two_process_run
     assert [r["world_size"] for r in two_process_run] == [2, 2]
     assert first["distributed_type"] == "DistributedType.MULTI_CPU"
     # One clock and one run key everywhere: the offset process 0 set (it sent the start weights
-    # as version 1 at step 0) reached process 1.
-    assert first["offset"] == second["offset"] == 1
+    # as version served + 1 at step 0: 1 on a fresh server) reached process 1.
+    offset = first["offset"]
+    assert offset >= 1 and second["offset"] == offset
+    assert first["sent"][0]["version"] == offset
     assert first["run_id"] == second["run_id"] is not None
     gens = first["generations"]
     assert [g["step"] for g in gens] == [g["step"] for g in second["generations"]] == [0, 3]
@@ -90,15 +97,35 @@ def test_two_processes_rank_whole_groups_at_the_sampling_weights(two_process_run
         for call, gen in zip(rank["calls"], gens, strict=True):
             assert call["held"] and call["error"] is None and call["rank"] == rank["rank"]
             assert call["step"] == gen["step"]
-            assert call["required_version"] == call["step"] + 1 == call["weight_version"]
+            assert call["required_version"] == call["step"] + offset == call["weight_version"]
             assert sent[call["weight_version"]] == pytest.approx(gen["checksum"], rel=1e-12)
             assert gen["reference"]["weight_version"] == call["weight_version"]
 
     # Pushes: the start weights, then one per generation that used new weights (step 3), not
     # one per optimizer step (6): steps 1, 2, 4, 5 and 6 sampled nothing.
-    assert [(s, v) for s, v, _ in first["synced"]] == [(0, 1), (3, 4)]
+    assert [(s, v) for s, v, _ in first["synced"]] == [(0, offset), (3, 3 + offset)]
     assert second["synced"] == [] and second["sent"] == []
     assert first["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_a_group_whose_other_piece_never_comes_is_refused(server, default_tokenizer, monkeypatch):
+    """Process 0 of 2 alone: the other process never calls (the layout is patched, since one
+    test process cannot be two; the two-process run above is the real one)."""
+    monkeypatch.setattr(trl_request, "process_layout", lambda: (0, 2))
+    prompts, ids = ["Q: 1?"] * 4 + ["Q: 2?"] * 2, [[5, 6], [7], [8, 9], [10], [11], [12]]
+    alone = VigorRewardFunction(server.url, tokenizer=default_tokenizer, pin_weights=False)
+    with pytest.raises(ValueError, match="before the weight-sync callback's on_train_begin"):
+        alone(prompts, [""] * 6, ids)
+    run = TrainerRun(run_id="lonely", agreed=True, num_generations=4)
+    fn = VigorRewardFunction(
+        server.url, tokenizer=default_tokenizer, run=run, pin_weights=False, hold_s=0.5
+    )
+    with pytest.raises(GroupIncompleteError, match=r"'lonely/vigor/1/1'.* 2 of its 4 samples"):
+        fn(prompts, [""] * 6, ids)
+    assert fn.calls[-1].held and "GroupIncompleteError" in fn.calls[-1].error
+    fn.on_error = "none"
+    assert fn(prompts, [""] * 6, ids) == [None] * 6  # logged at ERROR, never a made-up 0
 
 
 def test_pieces_of_groups_that_span_processes():
