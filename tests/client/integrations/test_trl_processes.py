@@ -20,7 +20,11 @@ from vigor_client.integrations.trl.pieces import plan_pieces
 from ...servers import ProcessServer
 
 SCRIPT = Path(__file__).with_name("trl_two_processes.py")
-G = 4  # num_generations in the script; 2 processes × 2 × 3 samples: group 1 spans both
+G = 4  # num_generations in the script
+# (steps_per_generation, num_iterations, asynchronous): 2 × 3 samples per process, so group 1 of
+# 3 spans both processes and the others do not; then 2 × 1, every group split in two halves.
+LAYOUTS = {"spg3-sync": (3, 1, False), "iter2-async": (1, 2, True)}
+MAX_STEPS = 6
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +46,33 @@ def server(tokenizer_model, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def two_process_run(server, tokenizer_model, tmp_path_factory):
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def two_process_run(request, server, tokenizer_model, tmp_path_factory):
     """Both processes' records of one `torchrun --nproc_per_node 2` training run."""
+    spg, iterations, asynchronous = LAYOUTS[request.param]
     tmp = tmp_path_factory.mktemp("trl-2proc")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
         str(SCRIPT), "--server", server.url, "--model", str(tokenizer_model), "--out", str(tmp),
+        "--steps-per-generation", str(spg), "--num-iterations", str(iterations),
+        "--max-steps", str(MAX_STEPS), *(["--asynchronous"] if asynchronous else []),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    print(f"two-process GRPO run: {time.perf_counter() - t0:.1f} s (torchrun start included)")
+    took = time.perf_counter() - t0
+    print(f"two-process GRPO run {request.param}: {took:.1f} s (torchrun start included)")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
+    records = [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return records, spg * iterations  # optimizer steps per generation (one micro-step each)
 
 
 @pytest.mark.slow
 def test_two_processes_rank_whole_groups_at_the_sampling_weights(two_process_run):
     import torch
 
-    first, second = two_process_run
-    assert [r["world_size"] for r in two_process_run] == [2, 2]
+    (first, second), every = two_process_run
+    assert [r["world_size"] for r in (first, second)] == [2, 2]
     assert first["distributed_type"] == "DistributedType.MULTI_CPU"
     # One clock and one run key everywhere: the offset process 0 set (it sent the start weights
     # as version served + 1 at step 0: 1 on a fresh server) reached process 1.
@@ -72,14 +81,15 @@ def test_two_processes_rank_whole_groups_at_the_sampling_weights(two_process_run
     assert first["sent"][0]["version"] == offset
     assert first["run_id"] == second["run_id"] is not None
     gens = first["generations"]
-    assert [g["step"] for g in gens] == [g["step"] for g in second["generations"]] == [0, 3]
+    steps = list(range(0, MAX_STEPS, every))  # TRL generates every spg × num_iterations steps
+    assert [g["step"] for g in gens] == [g["step"] for g in second["generations"]] == steps
     for mine, theirs in zip(gens, second["generations"], strict=True):
         assert mine["gathered_rewards"] == theirs["gathered_rewards"]
         assert mine["checksum"] == theirs["checksum"]  # DDP: the same weights sampled both halves
 
     for gen in gens:
-        # TRL's gathered rewards, all 12 samples: each equals the rank /v1/rewards gives the same
-        # groups sent whole, at the same weight version.
+        # TRL's gathered rewards (every process's samples): each equals the rank /v1/rewards
+        # gives the same groups sent whole, at the same weight version.
         ref = gen["reference"]
         assert gen["gathered_rewards"] == pytest.approx(ref["rewards"], abs=1e-6)  # float32 in TRL
         for k in range(0, len(ref["rewards"]), G):  # whole-group ranks of 4, not halves' ±1
@@ -89,11 +99,11 @@ def test_two_processes_rank_whole_groups_at_the_sampling_weights(two_process_run
         want = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)
         assert gen["advantages"] == pytest.approx(want.flatten().tolist(), rel=1e-5)
 
-    # Every call on both processes held a piece of group 1 and was scored at the version of the
+    # Every call on both processes held a piece of a group and was scored at the version of the
     # weights that sampled it: the send with that version carried the generation's checksum.
     sent = {s["version"]: s["checksum"] for s in first["sent"]}
-    for rank in two_process_run:
-        assert [c["number"] for c in rank["calls"]] == [1, 2]
+    for rank in (first, second):
+        assert [c["number"] for c in rank["calls"]] == list(range(1, len(steps) + 1))
         for call, gen in zip(rank["calls"], gens, strict=True):
             assert call["held"] and call["error"] is None and call["rank"] == rank["rank"]
             assert call["step"] == gen["step"]
@@ -101,11 +111,12 @@ def test_two_processes_rank_whole_groups_at_the_sampling_weights(two_process_run
             assert sent[call["weight_version"]] == pytest.approx(gen["checksum"], rel=1e-12)
             assert gen["reference"]["weight_version"] == call["weight_version"]
 
-    # Pushes: the start weights, then one per generation that used new weights (step 3), not
-    # one per optimizer step (6): steps 1, 2, 4, 5 and 6 sampled nothing.
-    assert [(s, v) for s, v, _ in first["synced"]] == [(0, offset), (3, 3 + offset)]
+    # Pushes: the start weights, then one per generation that used new weights, not one per
+    # optimizer step: the steps in between sampled nothing.
+    want = [(s, s + offset) for s in steps]
+    assert [(s, v) for s, v, _ in first["synced"]] == want and len(want) < MAX_STEPS
     assert second["synced"] == [] and second["sent"] == []
-    assert first["global_step"] == 6
+    assert first["global_step"] == MAX_STEPS
 
 
 @pytest.mark.slow

@@ -35,7 +35,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a checkpoint dir with its tokenizer")
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps-per-generation", type=int, default=3)
+    parser.add_argument("--num-iterations", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--asynchronous", action="store_true", help="the async reward function")
     args = parser.parse_args()
 
     import torch
@@ -55,8 +57,9 @@ def main() -> None:
     config = GRPOConfig(
         output_dir=str(out / "trainer"),
         per_device_train_batch_size=2,
-        num_generations=4,  # a generation batch of 2 × 3 per process: group 1 spans both
+        num_generations=4,  # 2 × steps_per_generation samples per process: groups span both
         steps_per_generation=args.steps_per_generation,
+        num_iterations=args.num_iterations,
         max_completion_length=6,
         max_steps=args.max_steps,
         learning_rate=0.05,  # large, so that every optimizer step moves the checksum
@@ -72,7 +75,12 @@ def main() -> None:
     )
     # push_on_train_begin: process 0 sends the start weights as version 1, so the clock's offset
     # (1) is one that process 1 must learn from process 0.
-    reward_fn, sync = vigor_for_trl(args.server, tokenizer=tokenizer, push_on_train_begin=True)
+    reward_fn, sync = vigor_for_trl(
+        args.server,
+        tokenizer=tokenizer,
+        push_on_train_begin=True,
+        asynchronous=args.asynchronous,
+    )
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[reward_fn],
