@@ -40,15 +40,18 @@ class GroupIncompleteError(VigorError):
     """A group spanning processes never became whole on the server."""
 
 
-def check_complete(request: ScoringRequest, response: RewardsResponse, hold_s: Any) -> None:
+def check_complete(
+    request: ScoringRequest, response: RewardsResponse, hold_s: float | None
+) -> None:
     """Refuse an answer in which a held group never completed (another process's piece never
     reached the server within the hold time): its ranks would be a guess."""
+    held_for = f"{hold_s:g} s" if hold_s is not None else "its --group-hold-s"
     for group, result in zip(request.groups, response.groups, strict=True):
         if INCOMPLETE in result.reasons:
             raise GroupIncompleteError(
                 f"group {group.id!r}: the server held this process's {len(result.reasons)} of "
-                f"its {group.group_size} samples for {hold_s or 'its --group-hold-s'} s and the "
-                "rest never came; another process's reward call failed or never ran (every "
+                f"its {group.group_size} samples for {held_for} and the rest never came; "
+                "another process's reward call failed or never ran (every "
                 "process must call the reward function for every batch, with the same "
                 "num_generations)"
             )

@@ -72,6 +72,7 @@ class _RewardBase:
         self.__name__ = name  # TRL names the reward's metrics after it
         self.calls: deque[RewardCall] = deque(maxlen=10_000)
         self._count = 0
+        self._warned_unlinked = False
 
     def _start(
         self, prompts: list, completions: list, completion_ids: list | None, trainer_state: Any
@@ -107,7 +108,18 @@ class _RewardBase:
 
     def _needs_weights(self, request: ScoringRequest) -> bool:
         """Whether the callback must first bring the server to this step's weights."""
-        return self.pin_weights and request.step is not None and self.run.weights_for is not None
+        if not self.pin_weights or request.step is None:
+            return False
+        if self.run.weights_for is None and not self._warned_unlinked:
+            self._warned_unlinked = True
+            log.warning(
+                "VIGOR rewards pinned to weight version %d but no weight-sync callback shares "
+                "this reward function's run: nothing here sends the policy's weights (make both "
+                "with vigor_for_trl, or pass the same run=; pin_weights=False for a server whose "
+                "weights stay fixed)",
+                request.options["min_weight_version"],
+            )
+        return self.run.weights_for is not None
 
     def _scorer(self, request: ScoringRequest) -> Any:
         """Every process sends a held group's pieces to the same replica: the one this call's
@@ -170,8 +182,12 @@ class VigorRewardFunction(_RewardBase):
     ) -> list[float | None]:
         t0 = time.perf_counter()
         request, call = self._start(prompts, completions, completion_ids, trainer_state)
-        if self._needs_weights(request):
-            self.run.weights_for(request.step)
+        try:
+            if self._needs_weights(request):
+                self.run.weights_for(request.step)
+        except Exception as exc:  # a failed send stops the run whatever on_error says
+            call.error = f"weight sync: {type(exc).__name__}: {exc}"
+            raise
         try:
             response = self._scorer(request).score(request.groups, **request.options)
             check_complete(request, response, self.hold_s)
@@ -207,8 +223,12 @@ class AsyncVigorRewardFunction(_RewardBase):
     ) -> list[float | None]:
         t0 = time.perf_counter()
         request, call = self._start(prompts, completions, completion_ids, trainer_state)
-        if self._needs_weights(request):  # a blocking push: off the loop other rewards share
-            await asyncio.to_thread(self.run.weights_for, request.step)
+        try:
+            if self._needs_weights(request):  # a blocking send: off the loop other rewards share
+                await asyncio.to_thread(self.run.weights_for, request.step)
+        except Exception as exc:  # a failed send stops the run whatever on_error says
+            call.error = f"weight sync: {type(exc).__name__}: {exc}"
+            raise
         try:
             response = await self._scorer(request).score(request.groups, **request.options)
             check_complete(request, response, self.hold_s)
