@@ -44,11 +44,11 @@ def tiny_chat_model_dir(default_model_dir, tmp_path_factory):
     import torch
     from transformers import AutoTokenizer
 
-    from .tiny_models import tiny_llama
+    from .tiny_models import tiny_llama_for
 
     tok = AutoTokenizer.from_pretrained(default_model_dir)
     path = tmp_path_factory.mktemp("tiny-chat")
-    tiny_llama(tied=True, dtype=torch.float32, vocab_size=len(tok)).save_pretrained(path)
+    tiny_llama_for(tok, dtype=torch.float32).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

@@ -31,11 +31,9 @@ def _build(config, seed: int, dtype: torch.dtype):
 FLOAT64_ATTENTION = "sdpa"
 
 
-def tiny_llama(
-    tied: bool = False, dtype=torch.float64, seed: int = 0, pad_token_id=None, vocab_size=VOCAB
-):
+def tiny_llama(tied: bool = False, dtype=torch.float64, seed: int = 0, pad_token_id=None):
     config = LlamaConfig(
-        vocab_size=vocab_size,
+        vocab_size=VOCAB,
         hidden_size=32,
         intermediate_size=48,
         num_hidden_layers=2,

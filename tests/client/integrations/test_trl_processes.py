@@ -28,14 +28,8 @@ MAX_STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def tokenizer_model(default_tokenizer, tmp_path_factory):
-    """A tiny random Llama over the default model's tokenizer, saved with that tokenizer."""
-    from ...tiny_models import tiny_llama_for
-
-    path = tmp_path_factory.mktemp("tiny-tok-model")
-    tiny_llama_for(default_tokenizer).save_pretrained(path)
-    default_tokenizer.save_pretrained(path)
-    return path
+def tokenizer_model(tiny_chat_model_dir):
+    return tiny_chat_model_dir
 
 
 @pytest.fixture(scope="module")
