@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,8 @@ CUDA_BATCH_TOKENS = 8192
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "vigor-reward"
+    """$VIGOR_CACHE_DIR, else ~/.cache/vigor-reward: tools beside the server find its cache."""
+    return Path(os.environ.get("VIGOR_CACHE_DIR") or Path.home() / ".cache" / "vigor-reward")
 
 
 class Settings(BaseSettings):

@@ -73,7 +73,7 @@ def _readable_by_all(root: Path) -> None:
         mode = path.stat().st_mode
         want = mode | (0o555 if path.is_dir() else 0o444)
         if want != mode:
-            with contextlib.suppress(PermissionError):  # someone else's cache: leave it
+            with contextlib.suppress(OSError):  # someone else's or a read-only cache: leave it
                 path.chmod(want)
 
 
