@@ -35,6 +35,8 @@ EXPECTED = {
     e.PathNotAllowedError: (403, "path_not_allowed", lambda c: c("/etc")),
     e.UploadNotFoundError: (404, "upload_not_found", lambda c: c("u1")),
     e.NoAdapterError: (404, "no_adapter", lambda c: c("none loaded")),
+    e.TransferStateError: (409, "transfer_state", lambda c: c("no group")),
+    e.TransferFailedError: (502, "transfer_failed", lambda c: c("peer closed")),
     UnsupportedModelError: (500, "unsupported_model", lambda c: c("module Foo has no rule")),
 }
 
