@@ -7,7 +7,8 @@
 
 group.py   the process group both ends join: a TCPStore and Gloo or NCCL, never the default group
 pack.py    tensors into the byte buckets that are broadcast, and back
-sender.py  the trainer's side: the control calls over HTTP and the broadcast
+control.py the HTTP control calls to every server, in parallel, failures per server
+sender.py  the trainer's side: init, then each update start → update_weights + broadcast → finish
 """
 
 try:
@@ -18,7 +19,8 @@ except ImportError as exc:  # the base client is torch-free; this part is not
         "pip install 'vigor-reward[distributed]' (or install torch yourself)"
     ) from exc
 
+from .control import TransferError
 from .group import GroupError, StatelessGroup
-from .sender import TransferError, WeightSender
+from .sender import WeightSender
 
 __all__ = ["GroupError", "StatelessGroup", "TransferError", "WeightSender"]
