@@ -31,6 +31,7 @@ from vigor_client.transfer import (
 from ..errors import (
     InputProblem,
     InvalidInputError,
+    LimitExceededError,
     TransferFailedError,
     TransferStateError,
     WeightsRejectedError,
@@ -202,8 +203,8 @@ class WeightTransfer:
                 raise TransferFailedError(
                     f"{exc}; the update is dropped and the group closed (init again)"
                 ) from exc
-            except WeightsRejectedError:
-                self._drop_update(session)  # the group stays in step: start again, or abort
+            except (WeightsRejectedError, LimitExceededError):
+                self._drop_update(session)  # drained: the group stays in step; start again
                 if session.group.closed:
                     self._close("the announced update could not be received")
                 raise
