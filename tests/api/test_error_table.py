@@ -73,7 +73,7 @@ def test_each_class_raised_while_scoring_answers_its_status_and_code():
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), cls
             if status == 429:
                 assert r.headers["retry-after"] == "2"
-            if status == 409:
+            if issubclass(cls, e.StaleWeightsError):  # 409 transfer_state is about call order
                 assert r.json()["error"]["current_weight_version"] == 1
 
 
