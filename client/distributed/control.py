@@ -30,7 +30,9 @@ class TransferError(VigorError):
     def __init__(self, step: str, errors: dict[str, BaseException], total: int) -> None:
         self.step, self.errors = step, errors
         listed = "; ".join(f"{url}: {err}" for url, err in errors.items())
-        super().__init__(f"{step} failed on {len(errors)} of {total} servers: {listed}")
+        on = f"{len(errors) - (OWN_RANK in errors)} of {total} servers"
+        on += " and on this trainer" if OWN_RANK in errors else ""
+        super().__init__(f"{step} failed on {on}: {listed}")
 
     @property
     def refused(self) -> bool:

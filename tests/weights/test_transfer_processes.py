@@ -163,3 +163,40 @@ def test_a_trainer_killed_mid_transfer_leaves_the_old_weights_and_a_new_init_wor
     assert code == 0, events
     want = fresh_scores(sent, tmp_path)
     assert [scores(s.url) for s in servers] == [(v, want), (v, want)]
+
+
+def stalled(proc: subprocess.Popen) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if '"stalled"' in line:
+            return
+    pytest.fail(f"the trainer never stalled: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+
+
+def test_a_server_killed_mid_transfer_fails_the_trainer_and_the_other_server_recovers(
+    servers, checkpoint, tmp_path
+):
+    doomed = ProcessServer("--model", str(checkpoint), "--admin-token", TOKEN)
+    doomed.start(tmp_path / "doomed.log")
+    pair = [servers[0], doomed]
+    try:
+        before = scores(servers[0].url)
+        v = max(version(s.url) for s in pair) + 1
+        go = tmp_path / "go"
+        proc = trainer(pair, checkpoint, "--version", str(v), "--stall-after", "1",
+                       "--resume-when", str(go))  # fmt: skip
+        stalled(proc)
+        doomed.proc.send_signal(signal.SIGKILL)
+        doomed.proc.wait(30)
+        go.touch()
+        code, events = finished(proc)  # the trainer answers: its broadcast or the server fails
+    finally:
+        doomed.stop()
+    assert code == 1
+    assert "update_weights failed" in events[-1]["error"] and doomed.url in events[-1]["error"]
+    end = time.monotonic() + 60  # the trainer exited, so its sockets closed: at once, in fact
+    while status(servers[0].url)["state"] != "closed" and time.monotonic() < end:
+        time.sleep(0.2)
+    assert status(servers[0].url)["state"] == "closed"
+    assert status(servers[0].url)["staged_bytes"] == 0
+    assert scores(servers[0].url) == before

@@ -1,10 +1,11 @@
 """A trainer process for the transfer tests: loads a checkpoint, changes its weights, sends them.
 
     python -m tests.weights.transfer_trainer --urls URL[,URL] --checkpoint DIR --version V \
-        [--seed S] [--save DIR] [--break name|shape|dtype] [--stall-after K]
+        [--seed S] [--save DIR] [--break name|shape|dtype] [--stall-after K [--resume-when F]]
 
 Prints one JSON object per line: {"bucket": k} after each bucket, {"stalled": k} when it stops
-sending (and sleeps until killed), then {"updates": [...]} or {"error": "..."} (exit code 1).
+sending (and waits until killed, or until file F exists), then {"updates": [...]} or
+{"error": "..."} (exit code 1).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -54,6 +56,7 @@ def main() -> int:
     ap.add_argument("--save", default=None, help="save the weights sent, as a checkpoint")
     ap.add_argument("--break", dest="breakage", choices=sorted(BROKEN), default=None)
     ap.add_argument("--stall-after", type=int, default=None, help="stop after K buckets")
+    ap.add_argument("--resume-when", default=None, help="after stalling, go on once this exists")
     ap.add_argument("--bucket-bytes", type=int, default=16 << 10)
     ap.add_argument("--timeout-s", type=float, default=30.0)
     args = ap.parse_args()
@@ -66,9 +69,13 @@ def main() -> int:
 
     def on_bucket(k: int, nbytes: int) -> None:
         say(bucket=k, nbytes=nbytes)
-        if args.stall_after is not None and k + 1 >= args.stall_after:
+        if args.stall_after is not None and k + 1 == args.stall_after:
             say(stalled=k + 1)
-            time.sleep(3600)  # until the test kills this process
+            end = time.monotonic() + 3600  # until the test kills this process, or lets it go on
+            while time.monotonic() < end and not (
+                args.resume_when and Path(args.resume_when).exists()
+            ):
+                time.sleep(0.05)
 
     sender = WeightSender(args.urls, admin_token=args.token, timeout_s=args.timeout_s)
     try:
