@@ -40,7 +40,7 @@ from ..metrics import Metrics
 from ..serving import EngineWorker, ServedModel, ServingSlot
 from ..settings import Settings
 from .apply import copy_weights
-from .bounded import Deadline, on_worker
+from .bounded import Deadline, in_daemon_thread, on_worker
 from .receive import StagedUpdate, receive_update
 from .staging import StagingArea
 from .validate import TargetMap, check_complete
@@ -162,7 +162,7 @@ class WeightTransfer:
         with self.metrics.weight_operation("transfer_init"), self._exclusive("init"):
             self._close("a new init_weight_transfer_engine")
             try:
-                group = await asyncio.to_thread(
+                group = await in_daemon_thread(
                     StatelessGroup, master_address=info.master_address,
                     master_port=info.master_port, rank=info.rank_offset,
                     world_size=info.world_size, backend=backend,
@@ -195,7 +195,7 @@ class WeightTransfer:
             self._receiving = True
             try:
                 targets = self._targets(served)
-                received = await asyncio.to_thread(
+                received = await in_daemon_thread(
                     receive_update, session.group, info, targets, self.staging, staged
                 )
             except GroupError as exc:
