@@ -8,6 +8,7 @@ step; the refusal is raised at the end, naming each tensor at fault.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -25,11 +26,35 @@ DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in TRANSFE
 
 @dataclass
 class StagedUpdate:
-    """Tensors of one update (start → finish), validated, viewing the received buffers."""
+    """Tensors of one update (start → finish), validated, viewing the received buffers.
+
+    Dropped from the event loop while a receive thread may still be filling it (its caller went
+    away, the server shuts down): the lock makes sure every reserved byte is released once.
+    """
 
     checked: Checked = field(default_factory=Checked)
     buffers: list[torch.Tensor] = field(default_factory=list)
     nbytes: int = 0  # reserved in the staging area until the update is applied or dropped
+    dropped: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def keep(self, buffer: torch.Tensor, nbytes: int) -> bool:
+        """Hold a received, validated bucket; False when the update was dropped meanwhile."""
+        with self._lock:
+            if self.dropped:
+                return False
+            self.buffers.append(buffer)
+            self.nbytes += nbytes
+            return True
+
+    def drop(self) -> int:
+        """Forget everything; returns the bytes to release from the staging area."""
+        with self._lock:
+            self.dropped = True
+            nbytes, self.nbytes = self.nbytes, 0
+            self.buffers.clear()
+            self.checked = Checked()
+            return nbytes
 
 
 def any_dtype(name: str) -> torch.dtype | None:
@@ -67,6 +92,8 @@ def receive_update(
     received = 0
     for k, bucket in enumerate(plan):
         n = sum(sizes[i] for i in bucket)
+        if failure is None and staged.dropped:
+            failure = WeightsRejectedError(["the update was dropped while it was being received"])
         if failure is None:
             try:
                 staging.reserve(n)
@@ -95,8 +122,8 @@ def receive_update(
         except BaseException:
             staging.release(n)
             raise
-        staged.buffers.append(buffer)
-        staged.nbytes += n
+        if not staged.keep(buffer, n):
+            staging.release(n)
     if failure is not None:
         raise failure
     return received

@@ -124,8 +124,8 @@ class WeightTransfer:
     def _drop_update(self, session: Session) -> None:
         self._disarm(session)
         if session.update is not None:
-            self.staging.release(session.update.nbytes)
-            session.update = None  # its buffers are freed with it
+            self.staging.release(session.update.drop())
+            session.update = None
 
     def _close(self, why: str) -> None:
         session, self._session = self._session, None
@@ -234,10 +234,11 @@ class WeightTransfer:
             except BaseException:
                 self._arm(session)  # kept: the trainer may fix the version and finish again
                 raise
+            tensors, nbytes = len(staged.checked), staged.checked.nbytes
             self._drop_update(session)
         return WeightUpdate(
             operation="transfer", weight_version=new, previous_version=previous,
-            tensors=len(staged.checked), bytes=staged.checked.nbytes,
+            tensors=tensors, bytes=nbytes,
             seconds=round(time.perf_counter() - start, 4), adapter=served.adapter,
         )  # fmt: skip
 

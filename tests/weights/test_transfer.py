@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vigor_client.distributed import TransferError, WeightSender
+from vigor_service.weights.receive import StagedUpdate
 
 from ..tiny_models import tiny_llama
 from .helpers import admin, perturbed, runtime_of, scores, state, tiny_server
@@ -175,3 +176,30 @@ def test_a_trainer_gone_silent_is_dropped_within_the_timeout_and_old_weights_ser
         assert runtime_of(srv).weights.staging.staged_bytes == 0
         metrics = httpx.get(srv.url + "/metrics").text
         assert 'code="transfer_failed",operation="transfer_update"} 1.0' in metrics
+
+
+def test_a_server_shutting_down_mid_transfer_releases_every_reserved_byte():
+    with tiny_server(transfer_timeout_s=5.0) as srv:
+        runtime = runtime_of(srv)
+        with WeightSender(srv.url, timeout_s=5.0) as sender:
+
+            def shut_down_mid_transfer(k: int, _: int) -> None:
+                if k == 0:  # the server holds bucket 0 and waits for bucket 1
+                    wait_for(lambda: status(srv.url)["staged_bytes"] > 0)
+                    runtime.slot._loop.call_soon_threadsafe(runtime.weights.transfer.shutdown)
+                    wait_for(lambda: status(srv.url)["state"] == "closed")
+
+            with pytest.raises(TransferError):
+                sender.send(new_weights(), bucket_bytes=8 << 10, on_bucket=shut_down_mid_transfer)
+        wait_for(lambda: runtime.weights.staging.staged_bytes == 0)
+        assert scores(srv.url)[0] == 0
+
+
+def test_a_bucket_received_after_its_update_was_dropped_is_not_kept():
+    """The receive thread may finish a bucket after the event loop dropped the update (its caller
+    went away): the bucket's reservation must then go back, not into an orphan."""
+    staged = StagedUpdate()
+    assert staged.keep(torch.zeros(8, dtype=torch.uint8), 8)
+    assert staged.drop() == 8
+    assert not staged.keep(torch.zeros(4, dtype=torch.uint8), 4)
+    assert (staged.nbytes, staged.buffers, staged.drop()) == (0, [], 0)
