@@ -47,6 +47,11 @@ class InitInfo(_Strict):
         description="Ours, not vLLM's: gloo (CPU tensors) or nccl (GPU); default nccl when the "
         "server's model is on CUDA, else gloo. Trainer and servers must agree.",
     )
+    packed: bool | None = Field(
+        None,
+        description="Accepted from clients that send it here; packing is chosen per update "
+        "(update_info.packed), as vLLM does.",
+    )
 
     @model_validator(mode="after")
     def _rank_in_world(self) -> InitInfo:
