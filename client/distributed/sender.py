@@ -116,15 +116,26 @@ class WeightSender:
         """
         if bucket_bytes <= 0:
             raise ValueError("bucket_bytes must be positive")
-        if self.group is None or self.group.closed:
-            self.init()
-        group = self.group
-        assert group is not None
+        if hasattr(source, "peft_config"):
+            raise NotImplementedError(
+                "LoRA adapters do not go over the group yet: send the adapter with "
+                "VigorClient.load_adapter(peft_model), or a merged model here"
+            )
         if full is None:
             full = isinstance(source, torch.nn.Module)
         tensors = named_tensors(source)
         if not tensors:
             raise ValueError("nothing to send: no tensors given")
+        if sharded := next((n for n, t in tensors.items() if type(t).__name__ == "DTensor"), None):
+            raise ValueError(
+                f"{sharded!r} is sharded (a DTensor): gather a full state dict first, e.g. "
+                "torch.distributed.checkpoint.state_dict.get_model_state_dict(model, "
+                "options=StateDictOptions(full_state_dict=True))"
+            )
+        if self.group is None or self.group.closed:
+            self.init()
+        group = self.group
+        assert group is not None
         if cast:
             tensors = cast_floating(tensors, self._served_dtype())
         values = list(tensors.values())

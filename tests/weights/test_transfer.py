@@ -203,3 +203,13 @@ def test_a_bucket_received_after_its_update_was_dropped_is_not_kept():
     assert staged.drop() == 8
     assert not staged.keep(torch.zeros(4, dtype=torch.uint8), 4)
     assert (staged.nbytes, staged.buffers, staged.drop()) == (0, [], 0)
+
+
+def test_what_cannot_go_over_the_group_is_refused_before_anything_is_sent():
+    from ..tiny_models import tiny_lora_llama
+
+    sender = WeightSender("http://127.0.0.1:1")  # never contacted: refused before any call
+    with pytest.raises(NotImplementedError, match=r"VigorClient\.load_adapter"):
+        sender.send(tiny_lora_llama(dtype=torch.float32))
+    with pytest.raises(ValueError, match="nothing to send"):
+        sender.send({})
