@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from . import __version__
 from .api.body_limit import BodyLimitMiddleware
 from .api.errors import install_error_handlers
-from .api.routes import admin, health, metrics, model, openrlhf, rewards
+from .api.routes import admin, health, metrics, model, openrlhf, rewards, transfer
 from .metrics import MetricsMiddleware
 from .models.loader import LoadedModel
 from .runtime import Runtime
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, loaded: LoadedModel | None =
         exempt_prefixes=("/admin/",),
     )
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
-    routers = (health, model, rewards, openrlhf, admin, metrics)
+    routers = (health, model, rewards, openrlhf, admin, transfer, metrics)
     for router in (r.router for r in routers):
         app.include_router(router)
     return app

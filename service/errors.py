@@ -110,3 +110,18 @@ class NoAdapterError(VigorServiceError):
     """Unloading an adapter when none is loaded (404)."""
 
     code = "no_adapter"
+
+
+class TransferStateError(VigorServiceError):
+    """A weight-transfer call out of order: no group joined, no update started, one busy (409)."""
+
+    code = "transfer_state"
+
+
+class TransferFailedError(VigorServiceError):
+    """The trainer's process group failed: a peer died, went silent or never joined (502).
+
+    The update is dropped and the group closed; the served weights are unchanged.
+    """
+
+    code = "transfer_failed"

@@ -98,6 +98,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         self.slot.draining = True
+        self.weights.transfer.shutdown()
         self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
         await self.scheduler.stop()
         self.worker.shutdown()

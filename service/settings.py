@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     upload_ttl_s: float = Field(
         300.0, gt=0, description="A staged weight push not touched for this long is dropped."
     )
+    transfer_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Weight transfer over torch.distributed: longest the server waits to join the "
+        "trainer's group and for each broadcast bucket; past it the update is dropped and the "
+        "group closed.",
+    )
     max_staged_bytes: int | None = Field(
         None,
         gt=0,
