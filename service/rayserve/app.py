@@ -8,6 +8,7 @@ The ledger is created (fresh: a previous run's is killed) before the replicas, w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -63,7 +64,8 @@ def build(settings: Settings, app_name: str = APP_NAME):
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=100_000,  # held samples wait here by design
     )
-    return ingress.bind(settings, replica.bind(settings, ledger_name(app_name)), ledger_name(app_name))
+    ledger = ledger_name(app_name)
+    return ingress.bind(settings, replica.bind(settings, ledger), ledger)
 
 
 def start_ledger(app_name: str = APP_NAME):
@@ -71,10 +73,8 @@ def start_ledger(app_name: str = APP_NAME):
     import ray
 
     name = ledger_name(app_name)
-    try:
+    with contextlib.suppress(ValueError):  # none left from an earlier run
         ray.kill(ray.get_actor(name, namespace=NAMESPACE))
-    except ValueError:
-        pass
     return (
         ray.remote(WeightLedger)
         .options(name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0)
@@ -125,10 +125,8 @@ def shutdown(app_name: str = APP_NAME) -> None:
     from ray import serve
 
     serve.delete(app_name)
-    try:
+    with contextlib.suppress(ValueError):
         ray.kill(ray.get_actor(ledger_name(app_name), namespace=NAMESPACE))
-    except ValueError:
-        pass
 
 
 def serve_on_ray(settings: Settings) -> int:

@@ -33,6 +33,7 @@ def ledger_name(app_name: str) -> str:
 class Member:
     handle: Any  # the replica's own actor handle, to replace it when it fails an update
     version: int = -1
+    checksum: tuple[int, float] | None = None  # (version, the sum of its weights then)
     seen: float = field(default_factory=time.monotonic)
     # update id → (tensors, bytes) it staged, or the error it refused it with
     staged: dict[str, Any] = field(default_factory=dict)
@@ -83,10 +84,10 @@ class WeightLedger:
         log.info("replica %s joined at committed version %d", replica_id, self.committed)
         return list(self.snapshot), self.committed
 
-    async def beat(self, replica_id: str, version: int) -> None:
+    async def beat(self, replica_id: str, version: int, checksum) -> None:
         member = self.members.get(replica_id)
         if member is not None:
-            member.seen, member.version = time.monotonic(), version
+            member.seen, member.version, member.checksum = time.monotonic(), version, checksum
             await self._notify()
 
     async def poll(self, replica_id: str, version: int, timeout: float) -> Sync:
@@ -124,13 +125,18 @@ class WeightLedger:
     def _trim(self) -> None:
         live = self.live()
         floor = min((m.version for m in live.values()), default=self.committed)
-        self.trimmed_to = max([self.trimmed_to, *(u.version for u in self.log if u.version <= floor)])
+        gone = [u.version for u in self.log if u.version <= floor]
+        self.trimmed_to = max([self.trimmed_to, *gone])
         self.log = [u for u in self.log if u.version > floor]
 
     # --- the ingress -----------------------------------------------------------------------
     async def state(self) -> tuple[int, int]:
         """(committed version, live replicas)."""
         return self.committed, len(self.live())
+
+    async def replicas(self) -> dict[str, tuple[int, tuple[int, float] | None]]:
+        """Each live replica → (its version, (version, sum of its weights)): all should agree."""
+        return {k: (m.version, m.checksum) for k, m in self.live().items()}
 
     async def propose(self, update: Update) -> None:
         if self.pending is not None:
@@ -150,9 +156,7 @@ class WeightLedger:
 
         await self._wait(done, timeout)
         live = self.live()
-        return {
-            k: live[k].staged.get(update_id, "timeout") for k in self.expected if k in live
-        }
+        return {k: live[k].staged.get(update_id, "timeout") for k in self.expected if k in live}
 
     async def abort(self, update_id: str) -> None:
         if self.pending is not None and self.pending.id == update_id:

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 
+import torch
+
 from ..engine.types import SequenceScore, TokenSequence
 from ..errors import ModelLoadError
 from ..runtime import Runtime
@@ -51,6 +53,7 @@ class ScoringReplica:
         await self.updates.settle(committed)
         log.info("replica %s up at version %d", self.replica_id, slot.version)
         self._staged: Staged | None = None
+        self._summed: tuple[int, float] | None = None
         self._failure: str | None = None
         self._tasks = [asyncio.create_task(self._sync()), asyncio.create_task(self._beat())]
 
@@ -108,10 +111,22 @@ class ScoringReplica:
 
     # --- following the ledger -------------------------------------------------------------
     async def _beat(self) -> None:
+        """Tells the ledger it lives, its version and its weights' checksum (may lag a beat)."""
         while True:
             with contextlib.suppress(Exception):
-                await self.ledger.beat.remote(self.replica_id, self.runtime.slot.version)
+                slot = self.runtime.slot
+                await self.ledger.beat.remote(self.replica_id, slot.version, self._summed)
+                if self._summed is None or self._summed[0] != slot.version:
+                    self._summed = await self.runtime.worker.run(self._checksum)
             await asyncio.sleep(BEAT_S)
+
+    def _checksum(self) -> tuple[int, float]:
+        """(version, sum of every weight), read together on the worker: replicas at one version
+        must agree on it to the bit."""
+        served = self.runtime.slot.require_served()
+        with torch.no_grad():
+            total = sum(float(p.detach().double().sum()) for p in served.model.parameters())
+        return self.runtime.slot.version, total
 
     async def _sync(self) -> None:
         while True:
