@@ -50,18 +50,18 @@ class ClusterWeights:
         served = self.slot.served
         return 2 * (served.nbytes if served is not None else 0) + (64 << 20)
 
-    def _put(self, buf: bytearray):
-        import ray
-
-        # Owned by the ledger: the bodies outlive this ingress, for replicas that start later.
-        return ray.put(bytes(buf), _owner=self.ledger)
+    async def _put(self, buf: bytearray):
+        # Put by the ledger, which owns it: the body outlives this ingress, for replicas that
+        # start later (ray.put's _owner argument is gone since Ray 2.56).
+        (ref,) = await self.ledger.keep.remote(bytes(buf))
+        return ref
 
     async def _body(self, body: IncomingBody, operation: str):
         deadline = Deadline(self.settings.admin_timeout_s)
         buf = await read_body(body, deadline, self.staging)
         try:
             self.metrics.weight_bytes.labels(operation).inc(len(buf))
-            return self._put(buf), len(buf)
+            return await self._put(buf), len(buf)
         finally:
             self.staging.release(len(buf))
 

@@ -22,7 +22,7 @@ from .ops import Update, compact
 log = logging.getLogger(__name__)
 
 NAMESPACE = "vigor"
-LIVE_S = 10.0  # a replica not heard from for this long is taken for dead
+LIVE_S = 5.0  # a replica not heard from for this long (it beats every second) is taken for dead
 
 
 def ledger_name(app_name: str) -> str:
@@ -193,6 +193,12 @@ class WeightLedger:
         self.snapshot = snapshot
         self.log = [u for u in self.log if u.id != update.id]
         await self._notify()
+
+    async def keep(self, data: bytes) -> list:
+        """A body in the object store, owned here (in a list: the caller gets the reference)."""
+        import ray
+
+        return [ray.put(data)]
 
     async def history(self) -> list[Update]:
         return list(self.snapshot)
