@@ -225,3 +225,34 @@ def test_replica_added_after_two_pushes_serves_the_second(ray_app, reference, le
     with Clients(ray_app, reference, n=6) as clients:
         time.sleep(3.0)
     assert clients.check() == {5}
+
+
+def test_bucketed_upload_and_a_refused_push(ray_app, reference, ledger):
+    """Buckets staged, then one commit on every replica; a refused push changes nothing anywhere."""
+    from safetensors.torch import load
+
+    tensors = load(reference.add(6))
+    upload = httpx.post(ray_app + "/admin/weights/uploads").json()["upload_id"]
+    for name, tensor in tensors.items():
+        r = httpx.post(
+            f"{ray_app}/admin/weights/uploads/{upload}/buckets",
+            content=save({name: tensor}),
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert r.status_code == 200, r.text
+    assert r.json()["tensors"] == len(tensors)
+    r = httpx.post(f"{ray_app}/admin/weights/uploads/{upload}/commit", json={"version": 6})
+    assert r.status_code == 200 and r.json()["weight_version"] == 6, r.text
+    wait_for(lambda: agreeing(ledger, 3, 6), 60, "three replicas at version 6")
+    for got, want in zip(scores_of(ray_app), reference.scores[6], strict=True):
+        assert close(got, want)
+
+    bad = save({"model.norm.weight": torch.ones(3, dtype=torch.float64)})
+    r = httpx.post(
+        f"{ray_app}/admin/weights/push?version=7",
+        content=bad,
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert r.status_code == 422 and "model.norm.weight" in r.text, r.text
+    assert httpx.get(ray_app + "/v1/model").json()["weight_version"] == 6
+    assert agreeing(ledger, 3, 6)
