@@ -16,9 +16,15 @@ from .runtime import Runtime
 from .settings import Settings
 
 
-def create_app(settings: Settings | None = None, *, loaded: LoadedModel | None = None) -> FastAPI:
-    """`loaded` skips loading from settings.model (tests pass an in-memory model)."""
-    runtime = Runtime(settings or Settings())
+def create_app(
+    settings: Settings | None = None,
+    *,
+    loaded: LoadedModel | None = None,
+    runtime: Runtime | None = None,
+) -> FastAPI:
+    """`loaded` skips loading from settings.model (tests pass an in-memory model); `runtime`
+    replaces the local one (the Ray Serve ingress passes one that scores on replicas)."""
+    runtime = runtime or Runtime(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

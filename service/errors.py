@@ -14,6 +14,18 @@ class VigorServiceError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self):
+        # Subclasses take other constructor arguments than `args` holds, so a pickled error is
+        # rebuilt from its fields: Ray replicas hand errors to the ingress this way.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[VigorServiceError], args: tuple, state: dict) -> VigorServiceError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 @dataclass(frozen=True)
 class InputProblem:

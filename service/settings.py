@@ -113,6 +113,19 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    ray: bool = Field(
+        False,
+        description="Serve as a Ray Serve application: one HTTP ingress in front of --replicas "
+        "scoring replicas (docs/scaling.md; needs the ray extra).",
+    )
+    replicas: int = Field(1, ge=1, description="With --ray: the number of scoring replicas.")
+    ray_address: str | None = Field(
+        None,
+        description="With --ray: the Ray cluster to join ('auto', or ray://host:10001); default "
+        "starts a local one.",
+    )
+    replica_num_gpus: float = Field(0, ge=0, description="With --ray: GPUs per scoring replica.")
+    replica_num_cpus: float = Field(1, ge=0, description="With --ray: CPUs per scoring replica.")
 
     @field_validator("admin_token", "api_token", mode="before")
     @classmethod
