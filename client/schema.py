@@ -244,7 +244,7 @@ class AdapterRequest(_Strict):
 class WeightUpdate(BaseModel):
     """What an admin call changed: the served weights are now `weight_version`."""
 
-    operation: Literal["reload", "push", "commit", "adapter_load", "adapter_unload"]
+    operation: Literal["reload", "push", "commit", "transfer", "adapter_load", "adapter_unload"]
     weight_version: int
     previous_version: int
     tensors: int = Field(description="Tensors written (a tied pair counts once).")

@@ -1,5 +1,5 @@
 """A real RL run: TRL's GRPOTrainer trains the default model on GSM8K questions with VIGOR rewards
-from a running vigor-reward server, the policy's weights synced to it after every step.
+from a running vigor-reward server, the policy's weights synced to it before each batch is scored.
 
     make serve                                          # terminal 1: the server, default model
     .venv/bin/python examples/trl_grpo_demo.py          # terminal 2: 4 steps, minutes on CPU

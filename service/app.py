@@ -9,16 +9,22 @@ from fastapi import FastAPI
 from . import __version__
 from .api.body_limit import BodyLimitMiddleware
 from .api.errors import install_error_handlers
-from .api.routes import admin, health, metrics, model, openrlhf, rewards
+from .api.routes import admin, health, metrics, model, openrlhf, rewards, transfer
 from .metrics import MetricsMiddleware
 from .models.loader import LoadedModel
 from .runtime import Runtime
 from .settings import Settings
 
 
-def create_app(settings: Settings | None = None, *, loaded: LoadedModel | None = None) -> FastAPI:
-    """`loaded` skips loading from settings.model (tests pass an in-memory model)."""
-    runtime = Runtime(settings or Settings())
+def create_app(
+    settings: Settings | None = None,
+    *,
+    loaded: LoadedModel | None = None,
+    runtime: Runtime | None = None,
+) -> FastAPI:
+    """`loaded` skips loading from settings.model (tests pass an in-memory model); `runtime`
+    replaces the local one (the Ray Serve ingress passes one that scores on replicas)."""
+    runtime = runtime or Runtime(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -41,7 +47,7 @@ def create_app(settings: Settings | None = None, *, loaded: LoadedModel | None =
         exempt_prefixes=("/admin/",),
     )
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
-    routers = (health, model, rewards, openrlhf, admin, metrics)
+    routers = (health, model, rewards, openrlhf, admin, transfer, metrics)
     for router in (r.router for r in routers):
         app.include_router(router)
     return app

@@ -79,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name} ready at {path}")
         return 0
 
+    if settings.ray:
+        from .rayserve.app import serve_on_ray
+
+        return serve_on_ray(settings)
+
     from .serve import serve
 
     serve(settings)

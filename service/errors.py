@@ -14,6 +14,18 @@ class VigorServiceError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self):
+        # Subclasses take other constructor arguments than `args` holds, so a pickled error is
+        # rebuilt from its fields: Ray replicas hand errors to the ingress this way.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[VigorServiceError], args: tuple, state: dict) -> VigorServiceError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 @dataclass(frozen=True)
 class InputProblem:
@@ -110,3 +122,18 @@ class NoAdapterError(VigorServiceError):
     """Unloading an adapter when none is loaded (404)."""
 
     code = "no_adapter"
+
+
+class TransferStateError(VigorServiceError):
+    """A weight-transfer call out of order: no group joined, no update started, one busy (409)."""
+
+    code = "transfer_state"
+
+
+class TransferFailedError(VigorServiceError):
+    """The trainer's process group failed: a peer died, went silent or never joined (502).
+
+    The update is dropped and the group closed; the served weights are unchanged.
+    """
+
+    code = "transfer_failed"

@@ -23,6 +23,15 @@ from .weights import WeightPlane
 log = logging.getLogger(__name__)
 
 
+def limits_of(s: Settings) -> Limits:
+    return Limits(
+        max_request_bytes=s.max_request_bytes,
+        max_groups=s.max_groups,
+        max_completions_per_group=s.max_completions_per_group,
+        max_sequence_tokens=s.max_sequence_tokens or 0,
+    )
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         s = self.settings = settings
@@ -37,16 +46,10 @@ class Runtime:
             batch_window_s=s.batch_window_ms / 1000,
             max_batch_tokens=self.max_batch_tokens,
         )
-        limits = Limits(
-            max_request_bytes=s.max_request_bytes,
-            max_groups=s.max_groups,
-            max_completions_per_group=s.max_completions_per_group,
-            max_sequence_tokens=s.max_sequence_tokens or 0,
-        )
         self.pipeline = ScoringPipeline(
             self.slot,
             self.scheduler,
-            limits,
+            limits_of(s),
             on_scored=self._count_scored,
             hold_s=s.group_hold_s,
             max_held_samples=s.max_held_samples,
@@ -98,6 +101,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         self.slot.draining = True
+        self.weights.transfer.shutdown()
         self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
         await self.scheduler.stop()
         self.worker.shutdown()

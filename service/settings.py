@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,8 @@ CUDA_BATCH_TOKENS = 8192
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "vigor-reward"
+    """$VIGOR_CACHE_DIR, else ~/.cache/vigor-reward: tools beside the server find its cache."""
+    return Path(os.environ.get("VIGOR_CACHE_DIR") or Path.home() / ".cache" / "vigor-reward")
 
 
 class Settings(BaseSettings):
@@ -68,6 +70,13 @@ class Settings(BaseSettings):
     upload_ttl_s: float = Field(
         300.0, gt=0, description="A staged weight push not touched for this long is dropped."
     )
+    transfer_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Weight transfer over torch.distributed: longest the server waits to join the "
+        "trainer's group and for each broadcast bucket; past it the update is dropped and the "
+        "group closed.",
+    )
     max_staged_bytes: int | None = Field(
         None,
         gt=0,
@@ -104,6 +113,19 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    ray: bool = Field(
+        False,
+        description="Serve as a Ray Serve application: one HTTP ingress in front of --replicas "
+        "scoring replicas (docs/scaling.md; needs the ray extra).",
+    )
+    replicas: int = Field(1, ge=1, description="With --ray: the number of scoring replicas.")
+    ray_address: str | None = Field(
+        None,
+        description="With --ray: the Ray cluster to join ('auto', or ray://host:10001); default "
+        "starts a local one.",
+    )
+    replica_num_gpus: float = Field(0, ge=0, description="With --ray: GPUs per scoring replica.")
+    replica_num_cpus: float = Field(1, ge=0, description="With --ray: CPUs per scoring replica.")
 
     @field_validator("admin_token", "api_token", mode="before")
     @classmethod

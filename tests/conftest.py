@@ -36,3 +36,28 @@ def default_model(default_model_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(default_model_dir, tmp_path_factory):
+    """A tiny random tied Llama with the default model's tokenizer: real text, fast scoring."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .tiny_models import tiny_llama_for
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    path = tmp_path_factory.mktemp("tiny-chat")
+    tiny_llama_for(tok, dtype=torch.float32).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def served_tiny_chat(tiny_chat_model_dir, tmp_path_factory):
+    """A real server on the tiny chat model, for trainer-driven tests that need many passes."""
+    # float64, so a group scored in another row order agrees to the last bits that matter
+    server = ProcessServer("--model", str(tiny_chat_model_dir), "--dtype", "float64")
+    server.start(tmp_path_factory.mktemp("tiny-chat-server") / "server.log")
+    yield server
+    server.stop()

@@ -110,3 +110,23 @@ def random_groups(seed: int, prompt_lens=(5, 3), completion_lens=((4, 7, 0, 1), 
         comps = [torch.randint(0, VOCAB, (c,), generator=gen).tolist() for c in clens]
         groups.append((prompt, comps))
     return groups
+
+
+def tiny_llama_for(tokenizer, dtype=torch.float32, seed: int = 0):
+    """A tiny random Llama over a real tokenizer's vocabulary (tied embeddings keep it small),
+    so a trainer can generate text with that tokenizer."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=FLOAT64_ATTENTION,
+    )
+    return _build(config, seed, dtype)

@@ -12,7 +12,7 @@ from ..runtime import Runtime
 from ..scoring import ScoringPipeline
 from ..serving import ServedModel, ServingSlot
 from ..settings import Settings
-from ..weights import IncomingBody, WeightPlane
+from ..weights import IncomingBody, WeightPlane, WeightTransfer
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -102,6 +102,13 @@ def get_weights(runtime: RuntimeDep) -> WeightPlane:
 
 
 WeightsDep = Annotated[WeightPlane, Depends(get_weights)]
+
+
+def get_transfer(runtime: RuntimeDep) -> WeightTransfer:
+    return runtime.weights.transfer
+
+
+TransferDep = Annotated[WeightTransfer, Depends(get_transfer)]
 
 
 def incoming_body(request: Request) -> IncomingBody:

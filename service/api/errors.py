@@ -30,6 +30,8 @@ STATUS: dict[type[e.VigorServiceError], int] = {
     e.PathNotAllowedError: 403,
     e.UploadNotFoundError: 404,
     e.NoAdapterError: 404,
+    e.TransferStateError: 409,
+    e.TransferFailedError: 502,
     UnsupportedModelError: 500,  # the operator's choice of engine, not the caller's input
 }
 

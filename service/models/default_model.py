@@ -7,6 +7,7 @@ cache directory; every later start loads that copy in under a second.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -49,6 +50,7 @@ def prepare_default_model(cache_dir: Path) -> Path:
     gguf = find_gguf()
     target = converted_dir(cache_dir, gguf)
     if (target / MARKER).is_file():
+        _readable_by_all(target)  # caches converted by older versions were 0700
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("converting %s from %s to %s (first start only, ~15 s)", NAME, gguf.name, target)
@@ -58,10 +60,21 @@ def prepare_default_model(cache_dir: Path) -> Path:
             return target
         if target.exists():
             shutil.rmtree(target)
+        _readable_by_all(Path(tmp))
         Path(tmp).rename(target)
         # The temporary directory is gone now; recreate it so its cleanup finds something.
         Path(tmp).mkdir()
     return target
+
+
+def _readable_by_all(root: Path) -> None:
+    """A shared cache: a container run under another UID must read it (mkdtemp makes it 0700)."""
+    for path in [root, *root.rglob("*")]:
+        mode = path.stat().st_mode
+        want = mode | (0o555 if path.is_dir() else 0o444)
+        if want != mode:
+            with contextlib.suppress(OSError):  # someone else's or a read-only cache: leave it
+                path.chmod(want)
 
 
 def _convert(gguf: Path, out: Path) -> None:

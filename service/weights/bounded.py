@@ -8,6 +8,7 @@ off (never run) when it has not started by then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -92,6 +93,31 @@ async def on_worker(
                 "was not applied and the served weights are unchanged"
             ) from None
         return await task  # already running: a copy is short, let it finish
+
+
+async def in_daemon_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """`fn` in a thread of its own that never holds up the server's exit.
+
+    A receive blocked on a silent peer ends only at the group's timeout; asyncio's default
+    executor would make shutdown wait for it.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[R] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not done.done():
+            done.set_result(value) if ok else done.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome = (True, fn(*args, **kwargs))
+        except BaseException as exc:
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, daemon=True, name=f"vigor-transfer-{fn.__name__}").start()
+    return await done
 
 
 @dataclass(frozen=True)

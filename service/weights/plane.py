@@ -33,6 +33,7 @@ from .bounded import Deadline, IncomingBody, in_thread, on_worker, read_body
 from .payload import parse_safetensors
 from .sources import checkpoint_files, confine, read_checkpoint
 from .staging import StagingArea
+from .transfer import WeightTransfer
 from .validate import Checked, TargetMap, check_complete, check_tensors
 
 R = TypeVar("R")
@@ -65,6 +66,8 @@ class WeightPlane:
         self._sweeper: asyncio.TimerHandle | None = None
         # Held while peft rewraps modules (on the worker) and while validation reads the names.
         self._structure = threading.Lock()
+        # Over torch.distributed: same staging bound, same validation, same swap.
+        self.transfer = WeightTransfer(settings, slot, worker, metrics, self.staging, self._targets)
 
     def max_staged_bytes(self) -> int:
         if self.settings.max_staged_bytes is not None:

@@ -184,3 +184,38 @@ def check_complete(targets: TargetMap, checked: Checked) -> None:
         raise WeightsRejectedError(
             [f"a full update must give every parameter; missing {len(missing)}: {listed}{more}"]
         )
+
+
+def check_declared(
+    targets: TargetMap, declared: Iterable[tuple[str, str, list[int]]], dtypes: Mapping[str, object]
+) -> list[str]:
+    """Problems with announced (name, dtype name, shape) triples, before any data has arrived.
+
+    `dtypes` maps the accepted dtype names to torch dtypes. The same rules as `check_tensors`
+    minus the values: known name, served shape, served dtype (no casts: the sender casts).
+    """
+    problems = []
+    for name, dtype_name, shape in declared:
+        label = f"tensor {name!r}"
+        target = targets.get(name)
+        if target is None:
+            problems.append(
+                f"{label} is not a parameter of the served model{targets.suggest(name)}"
+            )
+            continue
+        want = target.tensor
+        if tuple(shape) != tuple(want.shape):
+            problems.append(
+                f"{label} has shape {_shape(shape)}, the served one {_shape(want.shape)}"
+            )
+            continue
+        dtype = dtypes.get(dtype_name)
+        if not isinstance(dtype, torch.dtype):
+            known = ", ".join(sorted(dtypes))
+            problems.append(f"{label}: dtype {dtype_name!r} is not one of {known}")
+        elif dtype != want.dtype:
+            problems.append(
+                f"{label}: dtype {_dtype(dtype)} does not match the served {_dtype(want.dtype)} "
+                "(cast it before sending)"
+            )
+    return problems

@@ -4,7 +4,8 @@ OpenRLHF ≥ 0.9.1 posts one sample per call, right after that sample is generat
 aiohttp client (180 s timeout, 5 tries 1 s apart). The executor, its tokenization, its query
 building and its HTTP client are theirs (installed by `make install`, `--no-deps`); only the
 vLLM engine is a stand-in that returns scripted token ids after a scripted delay, since vLLM
-cannot run here. Rewards must equal the whole-group ranks `/v1/rewards` gives.
+cannot run here. Rewards must equal the whole-group ranks `/v1/rewards` gives. The server holds
+a tiny random model with the default model's tokenizer: real text, fast scoring.
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ def check_whole_group_rewards(outputs, rollout, want):
         assert out["reward"][0] in rewards  # identical completions share their rank
         j = rollout.responses[g].index(ids)
         assert out["scores"] == [(out["reward"][0] + 1) / 2]
-        # float32 model: the held group's rows come in arrival order, which moves the last bits
-        assert out["extra_logs"]["vigor_score"][0] == pytest.approx(wg["scores"][j], rel=1e-6)
+        # the held group's rows come in arrival order: float64 keeps that to rounding
+        assert out["extra_logs"]["vigor_score"][0] == pytest.approx(wg["scores"][j], rel=1e-9)
         keys = keys or set(out["extra_logs"])
         assert set(out["extra_logs"]) == keys  # the same keys for every sample
     found = [g for g, _ in by_group(outputs, rollout)]
@@ -152,38 +153,40 @@ def check_whole_group_rewards(outputs, rollout, want):
         assert 0 < sum(scores) / len(scores) < 1
 
 
-def test_interleaved_samples_get_their_whole_group_rank(served_default, default_tokenizer, rollout):
-    url = f"{served_default.url}/get_reward?group_size={N}"
+def test_interleaved_samples_get_their_whole_group_rank(
+    served_tiny_chat, default_tokenizer, rollout
+):
+    url = f"{served_tiny_chat.url}/get_reward?group_size={N}"
     rng = random.Random(0)
     outputs = run_executors(url, default_tokenizer, rollout, lambda g, j: rng.uniform(0, 0.4))
-    check_whole_group_rewards(outputs, rollout, whole_group_answers(served_default.url, rollout))
+    check_whole_group_rewards(outputs, rollout, whole_group_answers(served_tiny_chat.url, rollout))
 
 
 def test_without_group_size_a_lone_sample_is_refused_not_scored_zero(
-    served_default, default_tokenizer, rollout
+    served_tiny_chat, default_tokenizer, rollout
 ):
     outputs = run_executors(
-        served_default.url + "/get_reward", default_tokenizer, rollout, lambda g, j: 0, [0], 1
+        served_tiny_chat.url + "/get_reward", default_tokenizer, rollout, lambda g, j: 0, [0], 1
     )
     # Their client got a 422 five times and left the reward unset: no silent 0.0.
     assert outputs[0]["reward"] is None and outputs[0]["scores"] is None
 
 
 def test_a_group_that_never_completes_fails_fast_for_their_retries(
-    served_default, default_tokenizer, rollout
+    served_tiny_chat, default_tokenizer, rollout
 ):
-    before = metric(served_default.url, "vigor_groups_incomplete_total")
-    url = f"{served_default.url}/get_reward?group_size={N}&hold_s=2"
+    before = metric(served_tiny_chat.url, "vigor_groups_incomplete_total")
+    url = f"{served_tiny_chat.url}/get_reward?group_size={N}&hold_s=2"
     outputs = run_executors(url, default_tokenizer, rollout, lambda g, j: 0, [NEVER_WHOLE], 3)
     assert all(o["reward"] is None and o["scores"] is None for o in outputs)
     # One hold, then each of their four retries is told at once (not four more holds).
-    assert metric(served_default.url, "vigor_groups_incomplete_total") == before + 1
+    assert metric(served_tiny_chat.url, "vigor_groups_incomplete_total") == before + 1
 
 
 def test_a_sample_cut_off_while_held_is_retried_and_counts_once(
-    served_default, default_tokenizer, rollout
+    served_tiny_chat, default_tokenizer, rollout
 ):
-    with FlakyProxy(served_default.url) as proxy:
+    with FlakyProxy(served_tiny_chat.url) as proxy:
         # The first call to arrive (group 0, sample 0) loses its connection 1.5 s into its
         # hold; group 0 cannot complete before its last sample comes at 4 s.
         proxy.script("POST /get_reward", ["cut:1.5"])
@@ -194,11 +197,19 @@ def test_a_sample_cut_off_while_held_is_retried_and_counts_once(
 
         outputs = run_executors(url, default_tokenizer, rollout, delays)
         assert proxy.count("POST /get_reward") == len(WHOLE) * N + 1  # one retry
-    check_whole_group_rewards(outputs, rollout, whole_group_answers(served_default.url, rollout))
+    check_whole_group_rewards(outputs, rollout, whole_group_answers(served_tiny_chat.url, rollout))
 
 
-def test_past_the_held_sample_bound_their_retries_get_through(default_tokenizer, rollout, tmp_path):
-    server = ProcessServer(env={"VIGOR_MAX_HELD_SAMPLES": str(N + 1)})
+def test_past_the_held_sample_bound_their_retries_get_through(
+    tiny_chat_model_dir, default_tokenizer, rollout, tmp_path
+):
+    server = ProcessServer(
+        "--model",
+        str(tiny_chat_model_dir),
+        "--dtype",
+        "float64",
+        env={"VIGOR_MAX_HELD_SAMPLES": str(N + 1)},
+    )
     server.start(tmp_path / "server.log")
     try:
         before = metric(server.url, "vigor_groups_incomplete_total")

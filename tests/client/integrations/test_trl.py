@@ -176,9 +176,11 @@ def test_grpo_trainer_two_steps_with_weight_sync(fresh_server, default_model_dir
 
     steps = trainer.state.global_step
     assert steps == 2
+    # Generations at steps 0 and 1: step 1's weights were sent before its batch was scored;
+    # step 2's weights sampled nothing and stayed home.
+    assert [(s, v) for s, v, _ in sync.synced] == [(1, 1)]
     with VigorClient(fresh_server.url) as client:
-        assert client.model_info().weight_version == steps
-    assert [(s, v) for s, v, _ in sync.synced] == [(1, 1), (2, 2)]
+        assert client.model_info().weight_version == 1
     # Every reward was computed on the weights that generated its completions, none stale.
     assert [c.step for c in reward_fn.calls] == [0, 1]
     for call in reward_fn.calls:
@@ -241,7 +243,7 @@ def test_callback_pushes_then_reloads_from_disk_exactly(tiny_server, tiny_checkp
     for step in (1, 2):
         nudge(model)
         state.global_step = step
-        push.on_step_end(None, state, None, model=model)
+        push.weights_for(step)
         want = naive_grad_norm(model, PROMPT, COMPLETION)
         assert served_norm(tiny_server.url, step) == pytest.approx(want, rel=1e-4)
     assert [(s, v) for s, v, _ in push.synced] == [(1, 1), (2, 2)]
@@ -250,7 +252,7 @@ def test_callback_pushes_then_reloads_from_disk_exactly(tiny_server, tiny_checkp
     for step in (3, 4, 5):
         nudge(model)
         state.global_step = step
-        disk.on_step_end(None, state, None, model=model)
+        disk.weights_for(step, model=model)
         want = naive_grad_norm(model, PROMPT, COMPLETION)
         assert served_norm(tiny_server.url, step) == pytest.approx(want, rel=1e-4)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step-4", "step-5"]
@@ -295,7 +297,7 @@ def test_callback_sends_only_the_lora_adapter_of_a_peft_model(
     )
     nudge(model, names="lora_")
     state.global_step = 1
-    disk.on_step_end(None, state, None, model=model)
+    disk.weights_for(1, model=model)
     assert (tmp_path / "lora" / "step-2" / "adapter_config.json").is_file()
     want = naive_grad_norm(model, PROMPT, COMPLETION)
     assert served_norm(tiny_server.url, 2) == pytest.approx(want, rel=1e-4)

@@ -1,0 +1,69 @@
+"""The pipeline's engine call made on a scoring replica: the ingress's stand-in for Scheduler.
+
+One call carries whole requests (a request's groups, or one assembled group), so everything in it
+is scored in one engine call on one replica at one version. A replica that dies under a call is
+replaced by Ray Serve; the call goes to another replica (scoring changes nothing, so it can).
+"""
+
+from __future__ import annotations
+
+from ..engine.types import TokenSequence
+from ..errors import NotReadyError, VigorServiceError
+from ..scoring.scheduler import JobOutcome
+from ..serving import ServingSlot
+
+ATTEMPTS = 4
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The replica's own error (ours map to their status codes) out of Ray's wrapper."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, VigorServiceError) else exc
+
+
+class ReplicaScheduler:
+    def __init__(self, handle, slot: ServingSlot) -> None:
+        self._handle = handle
+        self._slot = slot
+        self.in_flight = 0
+
+    @property
+    def depth(self) -> int:
+        return self.in_flight
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def submit(
+        self,
+        sequences: list[TokenSequence],
+        *,
+        signals: tuple[str, ...] = (),
+        temperature: float = 1.0,
+        deadline_s: float | None = None,
+    ) -> JobOutcome:
+        from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+        cost = sum(s.length for s in sequences)
+        self.in_flight += 1
+        try:
+            for attempt in range(ATTEMPTS):
+                try:
+                    scores, version = await self._handle.score.remote(
+                        sequences, signals, temperature, deadline_s,
+                        at_least=self._slot.version, cost=cost,
+                    )  # fmt: skip
+                    return JobOutcome(list(scores), version)
+                except (RayActorError, ActorUnavailableError) as exc:
+                    if attempt == ATTEMPTS - 1:
+                        raise NotReadyError(
+                            f"scoring replicas kept failing ({type(exc).__name__}); retry"
+                        ) from None
+                except RayTaskError as exc:
+                    raise unwrap(exc) from None
+            raise AssertionError("unreachable")
+        finally:
+            self.in_flight -= 1

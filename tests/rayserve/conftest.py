@@ -1,0 +1,71 @@
+"""A real local Ray (2 CPUs) running the application, and a plain `vigor-serve` beside it.
+
+Both serve the tiny chat model in float64, so the same groups score to the same values on both.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from ..servers import ProcessServer, free_port, wait_ready
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def plain_server(tiny_chat_model_dir, tmp_path_factory):
+    """Its own plain server: these tests push weights to it."""
+    server = ProcessServer("--model", str(tiny_chat_model_dir), "--dtype", "float64")
+    server.start(tmp_path_factory.mktemp("plain") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_app(tiny_chat_model_dir):
+    from vigor_service.rayserve import app
+    from vigor_service.settings import Settings
+
+    settings = Settings(
+        model=str(tiny_chat_model_dir),
+        dtype="float64",
+        port=free_port(),
+        ray=True,
+        replicas=2,
+        replica_num_cpus=0.5,
+        admin_timeout_s=120,
+    )
+    ray.init(num_cpus=2, include_dashboard=False, namespace="vigor", log_to_driver=False)
+    try:
+        app.launch(settings)
+        url = f"http://127.0.0.1:{settings.port}"
+        wait_ready(url, 300)
+        yield url
+    finally:
+        app.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ledger(ray_app):
+    from vigor_service.rayserve.app import APP_NAME
+    from vigor_service.rayserve.ledger import NAMESPACE, ledger_name
+
+    return ray.get_actor(ledger_name(APP_NAME), namespace=NAMESPACE)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not within {timeout} s")
+
+
+def score(url: str, groups: list[dict], **extra) -> httpx.Response:
+    return httpx.post(url + "/v1/rewards", json={"groups": groups, **extra}, timeout=120)

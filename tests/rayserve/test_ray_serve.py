@@ -1,0 +1,258 @@
+"""The Ray Serve application on a real local Ray: 2 scoring replicas at num_cpus=0.5.
+
+In file order, on one application: the same API and scores as a plain `vigor-serve`; 16 clients
+scoring while weights are pushed; a replica killed under load; a replica added after two pushes.
+Each scored answer is checked against the plain server's scores for the version it names, so an
+answer on weights half-way between two versions, or on a version never pushed, fails.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import torch
+from safetensors.torch import load_file, save
+
+from .conftest import ray, score, wait_for
+
+pytestmark = pytest.mark.slow
+
+GROUPS = [
+    {"prompt": "What is 2 + 2?", "completions": ["4", "It is four.", "5, I think", "2 + 2 = 4"]},
+    {"prompt": "Name a colour.", "completions": ["Blue.", "red", "The sky's colour: blue"]},
+    {"prompt": "Say hello", "completions": ["Hello!", "hi there", "Good morning to you"]},
+    {"prompt": "Count to three", "completions": ["1 2 3", "one, two, three", "3"]},
+]
+REPLICA_PREFIX = "SERVE_REPLICA::vigor#ScoringReplica#"
+
+
+def weights_for(model_dir, version: int) -> bytes:
+    """A partial push: two tensors moved away from the checkpoint, differently per version."""
+    base = load_file(str(model_dir / "model.safetensors"))
+    gen = torch.Generator().manual_seed(version)
+    out = {}
+    for name, scale in (("model.norm.weight", 0.2), ("model.layers.0.mlp.down_proj.weight", 0.05)):
+        t = base[name].double()
+        out[name] = t + scale * torch.randn(t.shape, generator=gen, dtype=torch.float64)
+    return save(out)
+
+
+def push(url: str, body: bytes, version: int) -> dict:
+    r = httpx.post(
+        f"{url}/admin/weights/push?version={version}",
+        content=body,
+        headers={"content-type": "application/octet-stream"},
+        timeout=300,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def scores_of(url: str) -> list[list[float]]:
+    r = score(url, GROUPS)
+    assert r.status_code == 200, r.text
+    return [g["scores"] for g in r.json()["groups"]]
+
+
+def close(a: list[float], b: list[float]) -> bool:
+    return all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(a, b, strict=True))
+
+
+class Reference:
+    """The plain server's scores of every group, per weight version (pushed to it first)."""
+
+    def __init__(self, plain_url: str, model_dir) -> None:
+        self.url, self.model_dir = plain_url, model_dir
+        self.scores = {0: scores_of(plain_url)}
+        self.pushes: dict[int, bytes] = {}
+
+    def add(self, version: int) -> bytes:
+        body = weights_for(self.model_dir, version)
+        assert push(self.url, body, version)["weight_version"] == version
+        self.scores[version] = scores_of(self.url)
+        self.pushes[version] = body
+        return body
+
+
+@pytest.fixture(scope="module")
+def reference(plain_server, tiny_chat_model_dir):
+    return Reference(plain_server.url, tiny_chat_model_dir)
+
+
+class Clients:
+    """n threads scoring one random group per request, each asking for the version last pushed."""
+
+    def __init__(self, url: str, reference: Reference, n: int = 16) -> None:
+        self.url, self.reference, self.n = url, reference, n
+        self.announced = max(reference.scores) if reference.scores else 0
+        self.stop = threading.Event()
+        self.answers: list[tuple[int, int, dict]] = []  # (asked version, group, response)
+        self.errors: list[str] = []
+        self._pool = ThreadPoolExecutor(n)
+
+    def _loop(self, seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(timeout=120) as http:
+            while not self.stop.is_set():
+                i, asked = rng.randrange(len(GROUPS)), self.announced
+                try:
+                    r = http.post(
+                        self.url + "/v1/rewards",
+                        json={"groups": [GROUPS[i]], "min_weight_version": asked},
+                    )
+                except httpx.HTTPError as exc:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if r.status_code != 200:
+                    self.errors.append(f"{r.status_code}: {r.text[:300]}")
+                else:
+                    self.answers.append((asked, i, r.json()))
+
+    def __enter__(self) -> Clients:
+        self._futures = [self._pool.submit(self._loop, k) for k in range(self.n)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for f in self._futures:
+            f.result()
+        self._pool.shutdown()
+
+    def check(self) -> set[int]:
+        """0 errors; every answer at a pushed version, not below the one asked, on its weights."""
+        assert not self.errors, self.errors[:5]
+        assert self.answers
+        seen = set()
+        for asked, i, body in self.answers:
+            v = body["weight_version"]
+            assert v in self.reference.scores, f"version {v} was never pushed"
+            assert v >= asked, f"asked for at least {asked}, answered at {v}"
+            assert close(body["groups"][0]["scores"], self.reference.scores[v][i]), (v, i, body)
+            seen.add(v)
+        return seen
+
+
+def replica_names() -> set[str]:
+    return {
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(REPLICA_PREFIX)
+    }
+
+
+def agreeing(ledger, count: int, version: int):
+    """The replicas when `count` are running, the ledger counts exactly those live, and all
+    report `version` with one checksum of their weights."""
+    running = {n.removeprefix(REPLICA_PREFIX) for n in replica_names()}
+    replicas = ray.get(ledger.replicas.remote())
+    sums = {s for v, s in replicas.values() if v == version and s is not None and s[0] == version}
+    ok = len(running) == count and set(replicas) == running and len(sums) == 1
+    return replicas if ok and all(v == version for v, _ in replicas.values()) else None
+
+
+def test_same_api_and_scores_as_plain_server(ray_app, plain_server, reference):
+    plain = httpx.get(plain_server.url + "/openapi.json").json()
+    assert httpx.get(ray_app + "/openapi.json").json() == plain
+    for got, want in zip(scores_of(ray_app), reference.scores[0], strict=True):
+        assert close(got, want)
+    info = httpx.get(ray_app + "/v1/model").json()
+    assert info == httpx.get(plain_server.url + "/v1/model").json()
+
+
+def test_groups_assembled_at_the_ingress(ray_app, reference):
+    """One sample per request (group_size): scored whole, together, as the plain server does."""
+    group = GROUPS[0]
+    n = len(group["completions"])
+
+    def one(j: int) -> dict:
+        sample = {"id": "g0", "prompt": group["prompt"], "completions": [group["completions"][j]]}
+        r = score(ray_app, [{**sample, "group_size": n}])
+        assert r.status_code == 200, r.text
+        return r.json()["groups"][0]
+
+    with ThreadPoolExecutor(n) as pool:
+        rows = list(pool.map(one, range(n)))
+    got = [row["scores"][0] for row in rows]
+    assert close(got, reference.scores[0][0])
+    plain_rewards = score(reference.url, [group]).json()["groups"][0]["rewards"]
+    assert [row["rewards"][0] for row in rows] == plain_rewards
+
+
+def test_pushes_under_load_answer_on_one_announced_version(ray_app, reference, ledger):
+    with Clients(ray_app, reference) as clients:
+        for version in (1, 2, 3):
+            time.sleep(1.0)
+            body = reference.add(version)
+            assert push(ray_app, body, version)["weight_version"] == version
+            clients.announced = version
+        time.sleep(1.0)
+    seen = clients.check()
+    assert 3 in seen
+    wait_for(lambda: agreeing(ledger, 2, 3), 30, "both replicas at version 3")
+
+
+def test_killed_replica_is_replaced_at_the_committed_version(ray_app, reference, ledger):
+    before = replica_names()
+    assert len(before) == 2
+    victim = sorted(before)[0]
+    with Clients(ray_app, reference) as clients:
+        time.sleep(1.0)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        wait_for(lambda: len(replica_names() - before) == 1, 120, "a replacement replica")
+        replicas = wait_for(lambda: agreeing(ledger, 2, 3), 120, "the replacement at version 3")
+    assert clients.check() == {3}
+    new = (replica_names() - before).pop().removeprefix(REPLICA_PREFIX)
+    assert new in replicas
+
+
+def test_replica_added_after_two_pushes_serves_the_second(ray_app, reference, ledger):
+    from vigor_service.rayserve.app import scale
+
+    before = replica_names()
+    for version in (4, 5):
+        assert push(ray_app, reference.add(version), version)["weight_version"] == version
+    scale(3)
+    replicas = wait_for(lambda: agreeing(ledger, 3, 5), 180, "three replicas at version 5")
+    added = (replica_names() - before).pop().removeprefix(REPLICA_PREFIX)
+    assert added in replicas
+    assert replica_names() >= before  # added beside the others, none replaced
+    with Clients(ray_app, reference, n=6) as clients:
+        time.sleep(3.0)
+    assert clients.check() == {5}
+
+
+def test_bucketed_upload_and_a_refused_push(ray_app, reference, ledger):
+    """Buckets staged, then one commit on every replica; a refused push changes nothing anywhere."""
+    from safetensors.torch import load
+
+    tensors = load(reference.add(6))
+    upload = httpx.post(ray_app + "/admin/weights/uploads").json()["upload_id"]
+    for name, tensor in tensors.items():
+        r = httpx.post(
+            f"{ray_app}/admin/weights/uploads/{upload}/buckets",
+            content=save({name: tensor}),
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert r.status_code == 200, r.text
+    assert r.json()["tensors"] == len(tensors)
+    r = httpx.post(f"{ray_app}/admin/weights/uploads/{upload}/commit", json={"version": 6})
+    assert r.status_code == 200 and r.json()["weight_version"] == 6, r.text
+    wait_for(lambda: agreeing(ledger, 3, 6), 60, "three replicas at version 6")
+    for got, want in zip(scores_of(ray_app), reference.scores[6], strict=True):
+        assert close(got, want)
+
+    bad = save({"model.norm.weight": torch.ones(3, dtype=torch.float64)})
+    r = httpx.post(
+        f"{ray_app}/admin/weights/push?version=7",
+        content=bad,
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert r.status_code == 422 and "model.norm.weight" in r.text, r.text
+    assert httpx.get(ray_app + "/v1/model").json()["weight_version"] == 6
+    assert agreeing(ledger, 3, 6)
