@@ -133,6 +133,11 @@ class GroupResult(BaseModel):
         description="Why a score is null (e.g. 'empty_completion'); null where a score exists."
     )
     signals: dict[str, list[float | None]] | None = None
+    signal_reasons: dict[str, list[str | None]] | None = Field(
+        None,
+        description="Why a signal is null (e.g. 'non_finite_signal' at an extreme temperature, "
+        "'empty_completion'); null where the signal exists.",
+    )
 
 
 class RewardsResponse(BaseModel):

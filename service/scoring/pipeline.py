@@ -27,7 +27,7 @@ from .held import SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
-from .response import build_response
+from .response import build_response, signal_reasons
 from .scheduler import Scheduler
 
 OnScored = Callable[[RewardsResponse], None]
@@ -128,15 +128,17 @@ class ScoringPipeline:
             signals = None
             if request.signals:
                 signals = {n: [a.signals.get(n) for a in row] for n in request.signals}
+            num_tokens, reasons = [seq.num_tokens for seq in seqs], [a.reason for a in row]
             out.append(
                 GroupResult(
                     id=group.id,
                     rewards=[a.reward for a in row],
                     scores=[a.score for a in row],
                     grad_norms=[a.grad_norm for a in row],
-                    num_tokens=[seq.num_tokens for seq in seqs],
-                    reasons=[a.reason for a in row],
+                    num_tokens=num_tokens,
+                    reasons=reasons,
                     signals=signals,
+                    signal_reasons=signal_reasons(signals, num_tokens, reasons),
                 )
             )
         return RewardsResponse(

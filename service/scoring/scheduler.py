@@ -5,7 +5,8 @@ next ones for a short window while they fit the token budget and share its tempe
 runs them as ONE engine call on the engine worker thread. Weight swaps run on that same thread
 between calls, so every request scores on exactly one weight version. Results go back to each
 request's own future. Out-of-memory errors split the call and retry; a single sequence that does
-not fit even alone fails only its own request (413).
+not fit even alone fails only its own request (413). Any other failure of a call holding several
+requests is retried request by request, so one request's problem never fails its batch-mates.
 """
 
 from __future__ import annotations
@@ -215,6 +216,21 @@ class Scheduler:
 
     # --- on the engine thread --------------------------------------------------------------
     def _run_jobs(self, jobs: list[Job]) -> list[JobOutcome | BaseException]:
+        try:
+            return self._run_together(jobs)
+        except Exception:
+            if len(jobs) == 1:
+                raise
+            log.exception("an engine call of %d requests failed; retrying each alone", len(jobs))
+        outcomes: list[JobOutcome | BaseException] = []
+        for job in jobs:
+            try:
+                outcomes.extend(self._run_together([job]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _run_together(self, jobs: list[Job]) -> list[JobOutcome | BaseException]:
         signals = tuple(dict.fromkeys(s for job in jobs for s in job.signals))
         flat = [seq for job in jobs for seq in job.sequences]
         results, version = self._run_splitting(flat, signals, jobs[0].temperature)
