@@ -26,6 +26,7 @@ STATUS: dict[type[e.VigorServiceError], int] = {
     e.LimitExceededError: 413,
     e.OverloadedError: 429,
     e.DeadlineExceededError: 504,
+    e.ClientGoneError: 499,  # nginx's "client closed request": nobody reads it, /metrics counts it
     e.WeightsRejectedError: 422,
     e.PathNotAllowedError: 403,
     e.UploadNotFoundError: 404,
@@ -63,6 +64,17 @@ def _validation_message(err: dict) -> str:
     return msg
 
 
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type",
+}  # fmt: skip
+
+
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+
 def status_for(exc: e.VigorServiceError) -> int:
     return next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
 
@@ -90,9 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
-        code = codes.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        return http_error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unknown(request: Request, exc: Exception) -> JSONResponse:

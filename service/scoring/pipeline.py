@@ -71,12 +71,17 @@ class ScoringPipeline:
         served = self.slot.require_served()
         self.limits.check(request)
         # Tokenizing a large request takes a while: keep it off the event loop.
-        return await asyncio.to_thread(tokenization_for(served).sequences, request.groups)
+        groups = await asyncio.to_thread(tokenization_for(served).sequences, request.groups)
+        self.limits.check_tokens(groups)
+        return groups
 
     async def run(
-        self, request: RewardsRequest, groups: list[list[TokenSequence]]
+        self, request: RewardsRequest, groups: list[list[TokenSequence]], gone: Gone | None = None
     ) -> RewardsResponse:
-        """Score prepared groups in one engine call, at the version the request needs."""
+        """Score prepared groups in one engine call, at the version the request needs.
+
+        `gone` tells whether the caller left: then nothing is computed for it.
+        """
         served = self.slot.require_served()
         if request.min_weight_version is not None:
             await self.slot.wait_for_version(request.min_weight_version, request.wait_s)
@@ -86,6 +91,7 @@ class ScoringPipeline:
             signals=tuple(request.signals),
             temperature=request.temperature,
             deadline_s=request.deadline_s,
+            gone=gone,
         )
         response = build_response(served.name, outcome.version, request, groups, outcome.scores)
         if self._on_scored is not None:
@@ -100,7 +106,7 @@ class ScoringPipeline:
         groups = await self.prepare(request)
         held = [g.group_size is not None for g in request.groups]
         if not any(held):
-            return await self.run(request, groups)
+            return await self.run(request, groups, gone)
         if not all(held):
             raise InvalidInputError(
                 [

@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..engine.types import SequenceScore, TokenSequence
-from ..errors import DeadlineExceededError, LimitExceededError, OverloadedError
+from ..errors import ClientGoneError, DeadlineExceededError, LimitExceededError, OverloadedError
 from ..serving.worker import EngineWorker
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class Job:
     temperature: float
     deadline: float | None  # time.monotonic() by which scoring must have started
     future: asyncio.Future
+    gone: Callable[[], Awaitable[bool]] | None = None  # has the client disconnected?
     tokens: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -113,10 +114,12 @@ class Scheduler:
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
         deadline_s: float | None = None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> JobOutcome:
+        """`gone` tells whether the caller left: its work is skipped if it has not started."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + deadline_s if deadline_s is not None else None
-        job = Job(sequences, signals, temperature, deadline, loop.create_future())
+        job = Job(sequences, signals, temperature, deadline, loop.create_future(), gone)
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -188,7 +191,7 @@ class Scheduler:
             now = time.monotonic()
             live = []
             for job in batch:
-                if job.abandoned:
+                if job.abandoned or await _client_left(job):
                     continue
                 if job.deadline is not None and now > job.deadline:
                     job.future.set_exception(
@@ -276,6 +279,14 @@ class Scheduler:
             left, v1 = self._run_splitting(seqs[:half], signals, temperature)
             right, v2 = self._run_splitting(seqs[half:], signals, temperature)
             return left + right, max(v1, v2)
+
+
+async def _client_left(job: Job) -> bool:
+    """A job whose client disconnected while it queued is cancelled, never computed."""
+    if job.gone is None or not await job.gone():
+        return False
+    job.future.set_exception(ClientGoneError("the client disconnected while queued"))
+    return True
 
 
 def _free_cached_memory() -> None:
