@@ -13,6 +13,7 @@ from vigor_client.schema import ErrorDetail, ErrorResponse
 
 from .. import errors as e
 from ..engine.errors import UnsupportedModelError
+from .body_errors import parse_failure, unsupported_encoding, wrong_content_type
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ STATUS: dict[type[e.VigorServiceError], int] = {
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra
 ) -> JSONResponse:
+    # A message may echo input that JSON cannot carry back (a lone surrogate): escape it.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     body = ErrorResponse(error=ErrorDetail(code=code, message=message, **extra))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -48,8 +51,8 @@ def format_loc(loc: tuple) -> str:
     for part in loc[1:] if loc and loc[0] == "body" else loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after[_one_form_each()]",):
-            continue
+        elif part.startswith(("function-after[", "function-before[", "function-wrap[")):
+            continue  # a validator's own name, not a place in the body
         else:
             out += f".{part}" if out else str(part)
     return out or "body"
@@ -82,6 +85,14 @@ def status_for(exc: e.VigorServiceError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (why := unsupported_encoding(request)) is not None:
+            return error_response(415, "unsupported_media_type", why)
+        body_not_json = any(
+            tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type"
+            for err in exc.errors()
+        )
+        if body_not_json and (why := wrong_content_type(request)) is not None:
+            return error_response(415, "unsupported_media_type", why)
         problems = [
             e.InputProblem(format_loc(tuple(err.get("loc", ()))), _validation_message(err))
             for err in exc.errors()
@@ -102,6 +113,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            if (why := unsupported_encoding(request)) is not None:
+                return error_response(415, "unsupported_media_type", why)
+            return error_response(400, "invalid_body", parse_failure(exc.__cause__))
         return http_error_response(exc)
 
     @app.exception_handler(Exception)

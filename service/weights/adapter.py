@@ -38,6 +38,8 @@ def parse_config(raw: dict[str, Any] | str, where: str):
         data = json.loads(raw) if isinstance(raw, str) else dict(raw)
     except ValueError as exc:
         raise WeightsRejectedError([f"{where} is not JSON ({exc})"]) from None
+    except RecursionError:
+        raise WeightsRejectedError([f"{where} nests JSON too deeply"]) from None
     if not isinstance(data, dict):
         raise WeightsRejectedError([f"{where} is not a JSON object"])
     kind = str(data.get("peft_type", "LORA")).upper()
@@ -83,8 +85,11 @@ def read_adapter_dir(
             raise WeightsRejectedError(
                 [f"{path} has no {needed.name} (a PEFT adapter saved as safetensors)"]
             )
+    config_file = confine(str(config_file), allowed)  # each file, not just the directory
     try:
-        raw = config_file.read_text()
+        raw = config_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise WeightsRejectedError([f"{ADAPTER_CONFIG} is not UTF-8 text"]) from None
     except OSError as exc:
         raise WeightsRejectedError([f"cannot read {config_file}: {exc}"]) from None
     config = parse_config(raw, ADAPTER_CONFIG)
