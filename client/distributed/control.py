@@ -7,7 +7,6 @@ threads while the caller takes its own part in the group, as vLLM's and TRL's cl
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -16,7 +15,8 @@ from typing import Any
 import httpx
 
 from .. import VigorClient
-from ..errors import ERRORS_BY_STATUS, VigorConnectionError, VigorError, VigorServerError
+from .._responses import error_for
+from ..errors import VigorConnectionError, VigorError, VigorServerError
 from ..schema import ModelInfo
 
 ADMIN_TOKEN_ENV = "VIGOR_ADMIN_TOKEN"  # read as VigorClient reads it, when no token is passed
@@ -79,7 +79,7 @@ class ServerCalls:
             what = f"{type(exc).__name__}: {exc}"
             raise VigorConnectionError(f"{method} {url}{path}: {what}") from exc
         if response.status_code >= 400:
-            raise _server_error(response)
+            raise error_for(response)
         return response.json()
 
     def each(self, method: str, path: str, body: Any = None) -> list[Any]:
@@ -133,16 +133,3 @@ class ServerCalls:
 def failures(calls: dict[str, Future]) -> dict[str, BaseException]:
     """The calls that have already failed (those still pending are not waited for)."""
     return {u: e for u, f in calls.items() if f.done() and (e := f.exception()) is not None}
-
-
-def _server_error(response: httpx.Response) -> VigorServerError:
-    code, message, version = "http_error", response.text[:500], None
-    try:
-        detail = json.loads(response.content)["error"]
-        code, message = detail["code"], detail["message"]
-        version = detail.get("current_weight_version")
-    except (ValueError, KeyError, TypeError):
-        pass
-    cls = ERRORS_BY_STATUS.get(response.status_code, VigorServerError)
-    return cls(response.status_code, code, message, url=str(response.request.url),
-               current_weight_version=version)  # fmt: skip
