@@ -8,15 +8,38 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+
+def _encodable(text: str) -> str:
+    """JSON may escape lone surrogates (\\ud800) that no UTF-8 text, tokenizer or reply can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"holds an unpaired UTF-16 surrogate {text[exc.start]!r} at character {exc.start}; "
+            "send valid Unicode text"
+        ) from None
+    return text
+
+
+def _path_text(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError(f"holds a NUL character at character {text.index(chr(0))}")
+    return text
+
+
+# Every request string is strict (no coercion) and valid Unicode.
+StrictStr = Annotated[str, Field(strict=True), AfterValidator(_encodable)]
+PathStr = Annotated[StrictStr, AfterValidator(_path_text)]
+Number = Annotated[float, Field(strict=True)]  # a JSON number: "2" is refused, not read as 2.0
 SignalName = Literal["logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity"]
 Shaping = Literal["rank", "none"]
 GroupId = StrictStr | StrictInt | None
 TokenId = Annotated[StrictInt, Field(ge=0)]
 # How long the server holds the samples of an incomplete group (group_size set) before it answers
 # them with reward null, reason "group_incomplete". The server's default: --group-hold-s.
-HoldSeconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+HoldSeconds = Annotated[Number, Field(gt=0, le=3600, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -104,16 +127,16 @@ class RewardsRequest(_Strict):
     groups: list[Group] = Field(min_length=1)
     shaping: Shaping = "rank"
     signals: list[SignalName] = Field(default_factory=list)
-    temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+    temperature: Annotated[Number, Field(gt=0, allow_inf_nan=False)] = Field(
         1.0, description="Divides the logits for the extra signals only; never for the reward."
     )
-    min_weight_version: int | None = Field(
+    min_weight_version: StrictInt | None = Field(
         None, description="Refuse (409) unless the served weights are at least this version."
     )
-    wait_s: Annotated[float, Field(ge=0, le=600)] = Field(
+    wait_s: Annotated[Number, Field(ge=0, le=600)] = Field(
         0.0, description="How long to wait for min_weight_version before answering 409."
     )
-    deadline_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+    deadline_s: Annotated[Number, Field(gt=0, le=3600)] | None = Field(
         None, description="Answer 504 without computing if scoring cannot start within this time."
     )
     hold_s: HoldSeconds | None = Field(
@@ -133,6 +156,11 @@ class GroupResult(BaseModel):
         description="Why a score is null (e.g. 'empty_completion'); null where a score exists."
     )
     signals: dict[str, list[float | None]] | None = None
+    signal_reasons: dict[str, list[str | None]] | None = Field(
+        None,
+        description="Why a signal is null (e.g. 'non_finite_signal' at an extreme temperature, "
+        "'empty_completion'); null where the signal exists.",
+    )
 
 
 class RewardsResponse(BaseModel):
@@ -206,7 +234,7 @@ WeightVersion = Annotated[StrictInt, Field(ge=0)]
 class ReloadRequest(_Strict):
     """POST /admin/weights/reload: read a checkpoint the server can see on its own disk."""
 
-    path: StrictStr = Field(
+    path: PathStr = Field(
         description="Absolute path of a Hugging Face checkpoint directory (model.safetensors, or "
         "sharded with model.safetensors.index.json) or of one .safetensors file."
     )
@@ -233,7 +261,7 @@ class CommitRequest(_Strict):
 class AdapterRequest(_Strict):
     """POST /admin/adapter (JSON form): a PEFT LoRA adapter directory on the server's disk."""
 
-    path: StrictStr = Field(description="Directory with adapter_config.json and its safetensors.")
+    path: PathStr = Field(description="Directory with adapter_config.json and its safetensors.")
     version: WeightVersion | None = None
     name: StrictStr | None = Field(None, description="Shown in /v1/model; default: the dir name.")
     allow_cast: bool = Field(

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import __version__
+from .api.admin_guard import AdminGuard
 from .api.body_limit import BodyLimitMiddleware
 from .api.errors import install_error_handlers
 from .api.routes import admin, health, metrics, model, openrlhf, rewards, transfer
@@ -44,8 +45,9 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=runtime.settings.max_request_bytes,
-        exempt_prefixes=("/admin/",),
+        exempt=admin.streams_tensors,
     )
+    app.add_middleware(AdminGuard, settings=runtime.settings)  # outside: auth before any body
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     routers = (health, model, rewards, openrlhf, admin, transfer, metrics)
     for router in (r.router for r in routers):

@@ -82,6 +82,12 @@ class DeadlineExceededError(VigorServiceError):
     code = "deadline_exceeded"
 
 
+class ClientGoneError(VigorServiceError):
+    """The client disconnected before its work started; nothing was computed (499, unsent)."""
+
+    code = "client_disconnected"
+
+
 class GroupIncompleteError(DeadlineExceededError):
     """Held samples whose group did not complete within its hold time (504, on /get_reward)."""
 

@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from .errors import VigorServiceError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Label values come from bounded sets only: a client inventing methods must not grow /metrics.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -142,6 +144,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            code = str(status) if 100 <= status <= 599 else "other"
             metrics = self.metrics
-            metrics.requests.labels(route, scope["method"], str(status)).inc()
-            metrics.latency.labels(route, scope["method"]).observe(time.perf_counter() - start)
+            metrics.requests.labels(route, method, code).inc()
+            metrics.latency.labels(route, method).observe(time.perf_counter() - start)

@@ -13,6 +13,7 @@ import logging
 import uvicorn
 
 from .app import create_app
+from .http_protocol import with_header_timeout
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        http=with_header_timeout(settings.header_timeout_s),
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
     )
     DrainingServer(config, app.state.runtime, settings.drain_timeout_s).run()

@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     )
     max_groups: int = Field(1024, gt=0, description="Most groups in one scoring request.")
     max_completions_per_group: int = Field(512, gt=0, description="Most completions in one group.")
+    max_request_tokens: int = Field(
+        65536,
+        gt=0,
+        description="Most tokens (prompt + completion, summed over its sequences) in one scoring "
+        "request; more answer 413.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection whose request headers take longer is closed."
+    )
     max_sequence_tokens: int | None = Field(
         None, gt=0, description="Longest prompt + completion; default and cap: the model's context."
     )

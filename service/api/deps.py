@@ -56,13 +56,19 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def check_token(request: Request, expected: str) -> None:
+def token_refusal(request: Request, expected: str) -> HTTPException | None:
     """401 when no token was sent, 403 when a wrong one was; compared in constant time."""
     given = bearer_token(request)
     if given is None:
-        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(403, "wrong bearer token")
+        return HTTPException(403, "wrong bearer token")
+    return None
+
+
+def check_token(request: Request, expected: str) -> None:
+    if (refusal := token_refusal(request, expected)) is not None:
+        raise refusal
 
 
 def require_api_token(request: Request, settings: SettingsDep) -> None:
@@ -82,16 +88,25 @@ def is_loopback(host: str | None) -> bool:
     return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
-    """The admin token when one is configured; without one, loopback clients only."""
+def admin_refusal(request: Request, settings: Settings) -> HTTPException | None:
+    """The admin token when one is configured; without one, loopback clients only.
+
+    Also checked by api/admin_guard.py before any body is read.
+    """
     if settings.admin_token is not None:
-        check_token(request, settings.admin_token.get_secret_value())
-    elif not is_loopback(request.client.host if request.client else None):
-        raise HTTPException(
+        return token_refusal(request, settings.admin_token.get_secret_value())
+    if not is_loopback(request.client.host if request.client else None):
+        return HTTPException(
             403,
             "admin routes answer only loopback clients when no admin token is configured "
             "(--admin-token)",
         )
+    return None
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    if (refusal := admin_refusal(request, settings)) is not None:
+        raise refusal
 
 
 AdminAuth = Depends(require_admin)

@@ -13,6 +13,7 @@ from vigor_client.schema import ErrorDetail, ErrorResponse
 
 from .. import errors as e
 from ..engine.errors import UnsupportedModelError
+from .body_errors import parse_failure, unsupported_encoding, wrong_content_type
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ STATUS: dict[type[e.VigorServiceError], int] = {
     e.LimitExceededError: 413,
     e.OverloadedError: 429,
     e.DeadlineExceededError: 504,
+    e.ClientGoneError: 499,  # nginx's "client closed request": nobody reads it, /metrics counts it
     e.WeightsRejectedError: 422,
     e.PathNotAllowedError: 403,
     e.UploadNotFoundError: 404,
@@ -39,6 +41,8 @@ STATUS: dict[type[e.VigorServiceError], int] = {
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra
 ) -> JSONResponse:
+    # A message may echo input that JSON cannot carry back (a lone surrogate): escape it.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     body = ErrorResponse(error=ErrorDetail(code=code, message=message, **extra))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -49,8 +53,8 @@ def format_loc(loc: tuple) -> str:
     for part in loc[1:] if loc and loc[0] == "body" else loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after[_one_form_each()]",):
-            continue
+        elif part.startswith(("function-after[", "function-before[", "function-wrap[")):
+            continue  # a validator's own name, not a place in the body
         else:
             out += f".{part}" if out else str(part)
     return out or "body"
@@ -65,6 +69,17 @@ def _validation_message(err: dict) -> str:
     return msg
 
 
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type",
+}  # fmt: skip
+
+
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+
 def status_for(exc: e.VigorServiceError) -> int:
     return next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
 
@@ -72,6 +87,14 @@ def status_for(exc: e.VigorServiceError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (why := unsupported_encoding(request)) is not None:
+            return error_response(415, "unsupported_media_type", why)
+        body_not_json = any(
+            tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type"
+            for err in exc.errors()
+        )
+        if body_not_json and (why := wrong_content_type(request)) is not None:
+            return error_response(415, "unsupported_media_type", why)
         problems = [
             e.InputProblem(format_loc(tuple(err.get("loc", ()))), _validation_message(err))
             for err in exc.errors()
@@ -92,9 +115,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
-        code = codes.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            if (why := unsupported_encoding(request)) is not None:
+                return error_response(415, "unsupported_media_type", why)
+            return error_response(400, "invalid_body", parse_failure(exc.__cause__))
+        return http_error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unknown(request: Request, exc: Exception) -> JSONResponse:

@@ -34,7 +34,7 @@ def logprob_mean(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 def perplexity(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    return math.exp(-logprob_mean(logits, targets))
+    return math.exp(-logprob_mean(logits, targets))  # OverflowError at tiny temperatures
 
 
 def entropy_mean(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -64,10 +64,22 @@ if set(SIGNALS) != set(SIGNAL_NAMES):
 def compute_signals(
     logits: torch.Tensor, targets: torch.Tensor, names: tuple[str, ...], temperature: float
 ) -> dict[str, float | None]:
-    """Signals for one sequence; logits are upcast to float32 or better before any maths."""
+    """Signals for one sequence; logits are upcast to float32 or better before any maths.
+
+    A signal that does not come out as a finite number (an extreme temperature overflows) is
+    None, for the response to give its reason: it never fails the sequence or its batch.
+    """
     if not names:
         return {}
     if logits.shape[0] == 0:
         return dict.fromkeys(names)
     scaled = logits.detach().to(accumulation_dtype(logits.dtype)) / temperature
-    return {name: SIGNALS[name](scaled, targets) for name in names}
+    return {name: _finite_or_none(SIGNALS[name], scaled, targets) for name in names}
+
+
+def _finite_or_none(fn, logits: torch.Tensor, targets: torch.Tensor) -> float | None:
+    try:
+        value = fn(logits, targets)
+    except ArithmeticError:
+        return None
+    return value if math.isfinite(value) else None

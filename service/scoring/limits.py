@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from vigor_client.schema import RewardsRequest
 
+from ..engine.types import TokenSequence
 from ..errors import LimitExceededError
 
 
@@ -15,6 +16,7 @@ class Limits:
     max_groups: int
     max_completions_per_group: int
     max_sequence_tokens: int  # capped at the model's context length once one is served
+    max_request_tokens: int = 65536
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -32,3 +34,13 @@ class Limits:
                     f"groups[{i}]: {n} completions exceed max_completions_per_group="
                     f"{self.max_completions_per_group}"
                 )
+
+    def check_tokens(self, groups: list[list[TokenSequence]]) -> None:
+        """The request's total tokens: a bound on the compute and memory one request can take."""
+        total = sum(seq.length for group in groups for seq in group)
+        if total > self.max_request_tokens:
+            raise LimitExceededError(
+                f"the request holds {total} tokens (prompts + completions over all sequences), "
+                f"over max_request_tokens={self.max_request_tokens}; split it over several "
+                "requests"
+            )

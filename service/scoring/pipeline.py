@@ -27,7 +27,7 @@ from .held import SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
-from .response import build_response
+from .response import build_response, signal_reasons
 from .scheduler import Scheduler
 
 OnScored = Callable[[RewardsResponse], None]
@@ -71,12 +71,17 @@ class ScoringPipeline:
         served = self.slot.require_served()
         self.limits.check(request)
         # Tokenizing a large request takes a while: keep it off the event loop.
-        return await asyncio.to_thread(tokenization_for(served).sequences, request.groups)
+        groups = await asyncio.to_thread(tokenization_for(served).sequences, request.groups)
+        self.limits.check_tokens(groups)
+        return groups
 
     async def run(
-        self, request: RewardsRequest, groups: list[list[TokenSequence]]
+        self, request: RewardsRequest, groups: list[list[TokenSequence]], gone: Gone | None = None
     ) -> RewardsResponse:
-        """Score prepared groups in one engine call, at the version the request needs."""
+        """Score prepared groups in one engine call, at the version the request needs.
+
+        `gone` tells whether the caller left: then nothing is computed for it.
+        """
         served = self.slot.require_served()
         if request.min_weight_version is not None:
             await self.slot.wait_for_version(request.min_weight_version, request.wait_s)
@@ -86,6 +91,7 @@ class ScoringPipeline:
             signals=tuple(request.signals),
             temperature=request.temperature,
             deadline_s=request.deadline_s,
+            gone=gone,
         )
         response = build_response(served.name, outcome.version, request, groups, outcome.scores)
         if self._on_scored is not None:
@@ -100,7 +106,7 @@ class ScoringPipeline:
         groups = await self.prepare(request)
         held = [g.group_size is not None for g in request.groups]
         if not any(held):
-            return await self.run(request, groups)
+            return await self.run(request, groups, gone)
         if not all(held):
             raise InvalidInputError(
                 [
@@ -128,15 +134,17 @@ class ScoringPipeline:
             signals = None
             if request.signals:
                 signals = {n: [a.signals.get(n) for a in row] for n in request.signals}
+            num_tokens, reasons = [seq.num_tokens for seq in seqs], [a.reason for a in row]
             out.append(
                 GroupResult(
                     id=group.id,
                     rewards=[a.reward for a in row],
                     scores=[a.score for a in row],
                     grad_norms=[a.grad_norm for a in row],
-                    num_tokens=[seq.num_tokens for seq in seqs],
-                    reasons=[a.reason for a in row],
+                    num_tokens=num_tokens,
+                    reasons=reasons,
                     signals=signals,
+                    signal_reasons=signal_reasons(signals, num_tokens, reasons),
                 )
             )
         return RewardsResponse(

@@ -11,6 +11,7 @@ from .shaping import shape
 
 EMPTY = "empty_completion"
 NON_FINITE = "non_finite_gradient"
+NON_FINITE_SIGNAL = "non_finite_signal"
 
 
 def vigor_score(result: SequenceScore) -> tuple[float | None, str | None]:
@@ -48,6 +49,7 @@ def build_response(
             signals = {
                 name: [_finite(r.signals.get(name)) for r in mine] for name in request.signals
             }
+        reasons = [reason for _, reason in scored]
         out.append(
             GroupResult(
                 id=group.id,
@@ -55,11 +57,36 @@ def build_response(
                 scores=scores,
                 grad_norms=grad_norms,
                 num_tokens=[r.num_tokens for r in mine],
-                reasons=[reason for _, reason in scored],
+                reasons=reasons,
                 signals=signals,
+                signal_reasons=signal_reasons(signals, [r.num_tokens for r in mine], reasons),
             )
         )
     return RewardsResponse(model=model, weight_version=version, groups=out)
+
+
+def signal_reason(value: float | None, num_tokens: int, score_reason: str | None) -> str | None:
+    if value is not None:
+        return None
+    if num_tokens == 0:
+        return EMPTY
+    if score_reason is not None and score_reason != NON_FINITE:
+        return score_reason  # never scored at all (e.g. group_incomplete)
+    return NON_FINITE_SIGNAL
+
+
+def signal_reasons(
+    signals: dict[str, list[float | None]] | None,
+    num_tokens: list[int],
+    reasons: list[str | None],
+) -> dict[str, list[str | None]] | None:
+    """Each null signal's reason, beside `signals`; None when no signal was asked for."""
+    if signals is None:
+        return None
+    return {
+        name: [signal_reason(v, n, r) for v, n, r in zip(values, num_tokens, reasons, strict=True)]
+        for name, values in signals.items()
+    }
 
 
 def _finite(value: float | None) -> float | None:

@@ -5,7 +5,8 @@ next ones for a short window while they fit the token budget and share its tempe
 runs them as ONE engine call on the engine worker thread. Weight swaps run on that same thread
 between calls, so every request scores on exactly one weight version. Results go back to each
 request's own future. Out-of-memory errors split the call and retry; a single sequence that does
-not fit even alone fails only its own request (413).
+not fit even alone fails only its own request (413). Any other failure of a call holding several
+requests is retried request by request, so one request's problem never fails its batch-mates.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..engine.types import SequenceScore, TokenSequence
-from ..errors import DeadlineExceededError, LimitExceededError, OverloadedError
+from ..errors import ClientGoneError, DeadlineExceededError, LimitExceededError, OverloadedError
 from ..serving.worker import EngineWorker
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Job:
     temperature: float
     deadline: float | None  # time.monotonic() by which scoring must have started
     future: asyncio.Future
+    gone: Callable[[], Awaitable[bool]] | None = None  # has the client disconnected?
     tokens: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,10 +114,12 @@ class Scheduler:
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
         deadline_s: float | None = None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> JobOutcome:
+        """`gone` tells whether the caller left: its work is skipped if it has not started."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + deadline_s if deadline_s is not None else None
-        job = Job(sequences, signals, temperature, deadline, loop.create_future())
+        job = Job(sequences, signals, temperature, deadline, loop.create_future(), gone)
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -187,7 +191,7 @@ class Scheduler:
             now = time.monotonic()
             live = []
             for job in batch:
-                if job.abandoned:
+                if job.abandoned or await _client_left(job):
                     continue
                 if job.deadline is not None and now > job.deadline:
                     job.future.set_exception(
@@ -215,6 +219,21 @@ class Scheduler:
 
     # --- on the engine thread --------------------------------------------------------------
     def _run_jobs(self, jobs: list[Job]) -> list[JobOutcome | BaseException]:
+        try:
+            return self._run_together(jobs)
+        except Exception:
+            if len(jobs) == 1:
+                raise
+            log.exception("an engine call of %d requests failed; retrying each alone", len(jobs))
+        outcomes: list[JobOutcome | BaseException] = []
+        for job in jobs:
+            try:
+                outcomes.extend(self._run_together([job]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _run_together(self, jobs: list[Job]) -> list[JobOutcome | BaseException]:
         signals = tuple(dict.fromkeys(s for job in jobs for s in job.signals))
         flat = [seq for job in jobs for seq in job.sequences]
         results, version = self._run_splitting(flat, signals, jobs[0].temperature)
@@ -260,6 +279,14 @@ class Scheduler:
             left, v1 = self._run_splitting(seqs[:half], signals, temperature)
             right, v2 = self._run_splitting(seqs[half:], signals, temperature)
             return left + right, max(v1, v2)
+
+
+async def _client_left(job: Job) -> bool:
+    """A job whose client disconnected while it queued is cancelled, never computed."""
+    if job.gone is None or not await job.gone():
+        return False
+    job.future.set_exception(ClientGoneError("the client disconnected while queued"))
+    return True
 
 
 def _free_cached_memory() -> None:

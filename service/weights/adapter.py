@@ -1,13 +1,15 @@
 """PEFT LoRA adapters: attach one over the base model, replace it, or remove it.
 
 While an adapter is attached, a VIGOR score differentiates only its LoRA parameters (the
-reference's rule, applied by `ServedModel.refresh_scored`). The base weights are never modified:
-attaching wraps modules, removing unwraps them, so a failed attach rolls back to exactly the
-model that was served.
+reference's rule, applied by `ServedModel.refresh_scored`). The base weights are never modified.
+An attach works on a shadow of the served model (new module objects over the same parameters and
+buffers), so peft failing half-way through wrapping modules leaves the served model untouched;
+only the shadow is served, once every check has passed.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import threading
@@ -19,8 +21,9 @@ import torch
 from vigor_client.wire import ADAPTER_CONFIG_KEY
 
 from ..engine.factory import check_engine_supports
+from ..engine.params import scored_parameters
 from ..errors import NoAdapterError, WeightsRejectedError
-from ..serving import ServedModel, ServingSlot
+from ..serving import ServingSlot
 from .sources import ADAPTER_CONFIG, ADAPTER_WEIGHTS, confine, read_file
 from .validate import Checked, TargetMap, check_complete, check_tensors, nonfinite_problem
 
@@ -35,16 +38,39 @@ def parse_config(raw: dict[str, Any] | str, where: str):
         data = json.loads(raw) if isinstance(raw, str) else dict(raw)
     except ValueError as exc:
         raise WeightsRejectedError([f"{where} is not JSON ({exc})"]) from None
+    except RecursionError:
+        raise WeightsRejectedError([f"{where} nests JSON too deeply"]) from None
     if not isinstance(data, dict):
         raise WeightsRejectedError([f"{where} is not a JSON object"])
     kind = str(data.get("peft_type", "LORA")).upper()
     if kind != "LORA":
         raise WeightsRejectedError([f"{where}: peft_type {kind} is not LORA (only LoRA is served)"])
+    problems = _config_problems(data, where)
+    if problems:
+        raise WeightsRejectedError(problems)
     known = {f.name for f in dataclasses.fields(LoraConfig)}
     try:
         return LoraConfig(**{k: v for k, v in data.items() if k in known and k != "peft_type"})
     except (TypeError, ValueError) as exc:
         raise WeightsRejectedError([f"{where}: {exc}"]) from None
+
+
+def _config_problems(data: dict[str, Any], where: str) -> list[str]:
+    """What peft would accept but cannot be served: base-rewriting options, empty ranks."""
+    problems = []
+    r = data.get("r", 8)
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        problems.append(f"{where}: r must be a positive integer, not {r!r}")
+    init = data.get("init_lora_weights", True)
+    if not isinstance(init, bool):
+        # pissa, olora, corda, loftq, eva ... rewrite the base weights while initialising.
+        problems.append(
+            f"{where}: init_lora_weights {init!r} would rewrite the base weights; save the "
+            "adapter converted to plain LoRA (init_lora_weights true)"
+        )
+    if data.get("layer_replication"):
+        problems.append(f"{where}: layer_replication changes the base model's layers")
+    return problems
 
 
 def read_adapter_dir(
@@ -59,8 +85,11 @@ def read_adapter_dir(
             raise WeightsRejectedError(
                 [f"{path} has no {needed.name} (a PEFT adapter saved as safetensors)"]
             )
+    config_file = confine(str(config_file), allowed)  # each file, not just the directory
     try:
-        raw = config_file.read_text()
+        raw = config_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise WeightsRejectedError([f"{ADAPTER_CONFIG} is not UTF-8 text"]) from None
     except OSError as exc:
         raise WeightsRejectedError([f"cannot read {config_file}: {exc}"]) from None
     config = parse_config(raw, ADAPTER_CONFIG)
@@ -107,13 +136,14 @@ def attach(
 
     serving.next_version(version)  # refused before the model is touched
     served = serving.require_served()
-    model = served.model
-    old_slot = model.active_adapter if _is_peft(model) else None
-    if old_slot is not None:
-        model.add_adapter(slot, config)
-    else:
-        model = get_peft_model(model, config, adapter_name=slot)
+    old_slot = served.model.active_adapter if _is_peft(served.model) else None
+    flags = [(p, p.requires_grad) for p in served.model.parameters()]  # peft clears them
     try:
+        model = _shadow(served.model)
+        if old_slot is not None:
+            model.add_adapter(slot, config)
+        else:
+            model = get_peft_model(model, config, adapter_name=slot)
         targets = TargetMap(get_peft_model_state_dict(model, adapter_name=slot).items())
         checked = check_tensors(targets, tensors, allow_cast=allow_cast)
         check_complete(targets, checked)
@@ -121,28 +151,26 @@ def attach(
         if old_slot is not None:
             model.set_adapter(slot)
             model.delete_adapter(old_slot)
-        served.model = model
-        served.refresh_scored()
-        check_engine_supports(served.engine, served.model, served.scored)
+        check_engine_supports(served.engine, model, [p for _, p in scored_parameters(model)])
     except Exception as exc:
-        _roll_back(served, model, slot, old_slot)
+        for p, flag in flags:
+            p.requires_grad_(flag)
         if isinstance(exc, WeightsRejectedError | NoAdapterError):
             raise
-        raise WeightsRejectedError([f"the adapter cannot be served: {exc}"]) from exc
+        raise WeightsRejectedError(
+            [f"the adapter cannot be served: {type(exc).__name__}: {exc}"]
+        ) from exc
+    served.model = model
+    served.refresh_scored()
     served.adapter = name
     previous, new_version = serving.bump_version(version)
     return previous, new_version, checked
 
 
-def _roll_back(served: ServedModel, model, slot: str, old_slot: str | None) -> None:
-    if old_slot is None:
-        served.model = model.unload() if _is_peft(model) else model
-    else:
-        if slot in model.peft_config:
-            model.set_adapter(old_slot)
-            model.delete_adapter(slot)
-        served.model = model
-    served.refresh_scored()
+def _shadow(model: torch.nn.Module) -> torch.nn.Module:
+    """New module objects over the very same parameters and buffers (no tensor is copied)."""
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo=shared)
 
 
 def detach(serving: ServingSlot, *, version: int | None) -> tuple[int, int]:
@@ -151,7 +179,7 @@ def detach(serving: ServingSlot, *, version: int | None) -> tuple[int, int]:
     if not _is_peft(served.model):
         raise NoAdapterError("no adapter is loaded; the base model is being served")
     serving.next_version(version)
-    served.model = served.model.unload()
+    served.model = _shadow(served.model).unload()  # a failure half-way changes nothing served
     served.refresh_scored()
     served.adapter = None
     return serving.bump_version(version)

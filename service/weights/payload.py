@@ -57,6 +57,8 @@ def parse_header(buf: bytes | bytearray | memoryview) -> tuple[dict, int]:
         raise
     except (UnicodeDecodeError, ValueError) as exc:
         raise _reject(f"header is not JSON ({exc})") from None
+    except RecursionError:
+        raise _reject("header nests JSON too deeply (a header is one flat object)") from None
     if not isinstance(header, dict):
         raise _reject("header is not a JSON object")
     return header, 8 + n

@@ -55,7 +55,7 @@ def checkpoint_files(path: Path, allowed: list[Path]) -> tuple[list[Path], dict[
         raise WeightsRejectedError([f"cannot read {path}: no such file or directory"])
     index = path / INDEX
     if index.is_file():
-        weight_map = _read_index(index)
+        weight_map = _read_index(confine(str(index), allowed))  # a symlink out is refused
         files = []
         for shard in sorted(set(weight_map.values())):
             real = confine(str(path / shard), allowed)
@@ -73,8 +73,12 @@ def checkpoint_files(path: Path, allowed: list[Path]) -> tuple[list[Path], dict[
 def _read_index(index: Path) -> dict[str, str]:
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsRejectedError([f"cannot read {index.name}: {exc!r}"]) from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        # The error's type only: its text could quote the file.
+        why = type(exc).__name__
+        raise WeightsRejectedError(
+            [f"cannot read {index.name}: not a JSON object with a weight_map ({why})"]
+        ) from None
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
     ):

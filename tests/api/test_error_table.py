@@ -29,6 +29,7 @@ EXPECTED = {
     BodyTooLarge: (413, "limit_exceeded", lambda c: c()),
     e.OverloadedError: (429, "overloaded", lambda c: c("full", retry_after=2.0)),
     e.DeadlineExceededError: (504, "deadline_exceeded", lambda c: c("late")),
+    e.ClientGoneError: (499, "client_disconnected", lambda c: c("left")),
     Cancelled: (504, "deadline_exceeded", lambda c: c()),
     e.GroupIncompleteError: (504, "group_incomplete", lambda c: c("3 of 4 arrived")),
     e.WeightsRejectedError: (422, "weights_rejected", lambda c: c(["tensor 'w': bad"])),

@@ -102,7 +102,7 @@ def test_sequence_limit_is_422_and_limits_are_reported(tight_server):
     budget = CUDA_BATCH_TOKENS if torch.cuda.is_available() else CPU_BATCH_TOKENS
     assert limits == {
         "max_request_bytes": 100000, "max_groups": 3, "max_completions_per_group": 8,
-        "max_sequence_tokens": 1024, "max_batch_tokens": budget,
+        "max_sequence_tokens": 1024, "max_request_tokens": 65536, "max_batch_tokens": budget,
     }  # fmt: skip
 
 

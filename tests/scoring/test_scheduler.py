@@ -174,3 +174,23 @@ def test_out_of_memory_detection():
     assert is_out_of_memory(torch.OutOfMemoryError("x"))
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_one_requests_engine_failure_never_fails_its_batch_mates():
+    engine = FakeEngine()
+
+    def poisoned(seqs_, signals, temperature):
+        if any(s.completion_ids[0] == 13 for s in seqs_):
+            raise OverflowError("math range error")  # the bug of one request's input
+        return engine(seqs_, signals, temperature)
+
+    async def body(s):
+        return await asyncio.gather(
+            s.submit(seqs(1)), s.submit(seqs(13)), s.submit(seqs(2, 3)), return_exceptions=True
+        )
+
+    ok1, bad, ok2 = run(with_scheduler(poisoned, body, batch_window_s=0.05))
+    assert isinstance(bad, OverflowError)
+    assert [r.grad_norm for r in ok1.scores] == [1.0]
+    assert [r.grad_norm for r in ok2.scores] == [2.0, 3.0]
+    assert [len(c) for c in engine.calls] == [1, 2]  # the coalesced call failed; each ran alone

@@ -5,6 +5,7 @@ Tensor bodies are the safetensors byte format (Content-Type: application/octet-s
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -42,6 +43,16 @@ SAFETENSORS_BODY = {
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+# The routes whose safetensors bodies stream into the weight plane, bounded by its staging limit
+# instead of --max-request-bytes (every other admin body, JSON, is under that limit).
+TENSOR_BODY_PATH = re.compile(r"/admin/(weights/push|weights/uploads/[^/]+/buckets|adapter)")
+
+
+def streams_tensors(scope) -> bool:
+    kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+    return kind == b"application/octet-stream" and bool(TENSOR_BODY_PATH.fullmatch(scope["path"]))
+
+
 Version = Annotated[int | None, Query(ge=0, description="New weight version; default +1.")]
 
 

@@ -1,0 +1,37 @@
+"""Admin auth before any body is read: a client without the token never makes us buffer a byte.
+
+FastAPI reads and parses a JSON body before it runs a route's dependencies, so the admin check in
+deps.py alone would come after the body. This pure ASGI guard runs the same check on the headers
+first; the route dependency stays as the check of record.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..settings import Settings
+from .deps import admin_refusal
+from .errors import http_error_response
+
+ADMIN_PREFIX = "/admin"
+
+
+def is_admin_path(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+
+
+class AdminGuard:
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_admin_path(scope["path"]):
+            refusal = admin_refusal(Request(scope), self.settings)
+            if refusal is not None:
+                response = http_error_response(refusal)
+                response.headers["connection"] = "close"  # the unread body is not wanted
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
