@@ -178,6 +178,11 @@ class ModelInfo(BaseModel):
     num_parameters: int
     num_scored_parameters: int
     adapter: str | None = None
+    base_weights: bool | None = Field(
+        None,
+        description="True while the weights are those loaded at start (weight_version 0): pushed "
+        "or reloaded weights do not survive a restart. None from servers that do not say.",
+    )
     vocab_size: int
     max_sequence_length: int
     limits: dict[str, int] = Field(default_factory=dict)

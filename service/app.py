@@ -47,7 +47,8 @@ def create_app(
         max_bytes=runtime.settings.max_request_bytes,
         exempt=admin.streams_tensors,
     )
-    app.add_middleware(AdminGuard, settings=runtime.settings)  # outside: auth before any body
+    # Outside the body limit: auth before any body is read.
+    app.add_middleware(AdminGuard, settings=runtime.settings, api=app)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     routers = (health, model, rewards, openrlhf, admin, transfer, metrics)
     for router in (r.router for r in routers):

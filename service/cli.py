@@ -21,6 +21,20 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _help(name: str, field) -> str:
+    """The field's description, its default and its environment variable: `--help` shows all
+    three, since the parser's own defaults are suppressed (unset flags fall through to the env)."""
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    elif default is None or default == []:
+        shown = "none"
+    else:
+        shown = str(default)
+    text = f"{field.description} " if field.description else ""
+    return f"{text}(default: {shown}; env VIGOR_{name.upper()})".replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigor-serve",
@@ -30,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the environment variable VIGOR_<FLAG> (e.g. VIGOR_PORT=9000).",
     )
     for name, field in Settings.model_fields.items():
-        kwargs: dict = {"help": field.description, "default": argparse.SUPPRESS, "dest": name}
+        kwargs: dict = {"help": _help(name, field), "default": argparse.SUPPRESS, "dest": name}
         annotation = field.annotation
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) is typing.Literal:
@@ -84,10 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_on_ray(settings)
 
-    from .serve import serve
+    from .serve import StartError, serve
 
-    serve(settings)
-    return 0
+    try:
+        return serve(settings)
+    except StartError as exc:
+        print(f"vigor-serve: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

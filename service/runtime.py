@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
+from .errors import ModelLoadError
 from .metrics import Metrics
 from .models.loader import LoadedModel, planned_device_type
 from .scoring import ScoringPipeline
@@ -36,6 +38,8 @@ def limits_of(s: Settings) -> Limits:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         s = self.settings = settings
+        # Called (on the engine thread) with a one-line reason when the model fails to load.
+        self.on_load_failed: Callable[[str], None] | None = None
         self.max_batch_tokens = s.batch_tokens_on(planned_device_type(s.device))
         self.worker = EngineWorker()
         self.slot = ServingSlot()
@@ -84,11 +88,21 @@ class Runtime:
             served = load_served(self.settings, self.max_batch_tokens, loaded)
             self.slot.set_served(served)
             log.info(
-                "ready: %s (%.1f s to load and warm up)", served.name, time.perf_counter() - t0
-            )
+                "ready: %s at weight_version %d, its base weights (%.1f s to load and warm up); "
+                "weights pushed before a restart are not kept: push or reload them again",
+                served.name, self.slot.version, time.perf_counter() - t0,
+            )  # fmt: skip
         except Exception as exc:
-            self.slot.set_load_failed(f"{type(exc).__name__}: {exc}")
-            log.exception("model failed to load; /ready stays 503")
+            # Our own load errors say what to fix in a line; anything else keeps its traceback.
+            ours = isinstance(exc, ModelLoadError)
+            reason = exc.message if ours else f"{type(exc).__name__}: {exc}"
+            self.slot.set_load_failed(reason)
+            if ours:
+                log.error("model failed to load: %s", reason)
+            else:
+                log.exception("model failed to load")
+            if self.on_load_failed is not None:
+                self.on_load_failed(reason)
 
     async def drain(self, timeout: float) -> int:
         """Stop taking work (/ready turns 503), wait for in-flight requests; returns those left."""

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    exit_on_load_error: bool = Field(
+        True,
+        description="Exit non-zero with a one-line error when the model fails to load. "
+        "--no-exit-on-load-error stays up instead, /ready answering 503 with the reason, for an "
+        "orchestrator that reads it.",
+    )
     ray: bool = Field(
         False,
         description="Serve as a Ray Serve application: one HTTP ingress in front of --replicas "

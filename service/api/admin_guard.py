@@ -7,7 +7,11 @@ first; the route dependency stays as the check of record.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..settings import Settings
@@ -22,16 +26,30 @@ def is_admin_path(path: str) -> bool:
 
 
 class AdminGuard:
-    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, api: FastAPI) -> None:
         self.app = app
         self.settings = settings
+        self.api = api
+        self._templates: list | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_admin_path(scope["path"]):
             refusal = admin_refusal(Request(scope), self.settings)
             if refusal is not None:
+                self._name_route(scope)
                 response = http_error_response(refusal)
                 response.headers["connection"] = "close"  # the unread body is not wanted
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _name_route(self, scope: Scope) -> None:
+        """A refused request never reaches routing: name its route template here (from the
+        OpenAPI paths, FastAPI's public list of them), so metrics count it under that template."""
+        if self._templates is None:
+            paths = self.api.openapi()["paths"]
+            self._templates = [(compile_path(p)[0], p) for p in paths if is_admin_path(p)]
+        for regex, template in self._templates:
+            if regex.match(scope["path"]):
+                scope["route"] = SimpleNamespace(path=template)
+                return

@@ -7,8 +7,10 @@ replaced by Ray Serve; the call goes to another replica (scoring changes nothing
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from ..engine.types import TokenSequence
-from ..errors import NotReadyError, VigorServiceError
+from ..errors import ClientGoneError, NotReadyError, VigorServiceError
 from ..scoring.scheduler import JobOutcome
 from ..serving import ServingSlot
 
@@ -44,13 +46,17 @@ class ReplicaScheduler:
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
         deadline_s: float | None = None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> JobOutcome:
+        """`gone` tells whether the caller left: then nothing is sent to a replica."""
         from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
         cost = sum(s.length for s in sequences)
         self.in_flight += 1
         try:
             for attempt in range(ATTEMPTS):
+                if gone is not None and await gone():
+                    raise ClientGoneError("the client disconnected before its work was sent")
                 try:
                     scores, version = await self._handle.score.remote(
                         sequences, signals, temperature, deadline_s,

@@ -170,8 +170,12 @@ def to_response(result: RewardsResponse, plan: OpenRLHFPlan) -> OpenRLHFResponse
             logs["vigor_num_tokens"][i] = float(group.num_tokens[j])
             logs["vigor_unscored"][i] = 0.0 if group.scores[j] is not None else 1.0
             for name, values in (group.signals or {}).items():
-                # A signal is missing only where there are no completion tokens.
-                logs.setdefault(f"vigor_{name}", [0.0] * n)[i] = values[j] or 0.0
+                # extra_logs must hold a float per sample (JSON has no NaN): a missing signal
+                # (no completion tokens, or not finite) logs 0.0 and says so in its own flag,
+                # whose mean is the fraction missing. /v1/rewards gives null and the reason.
+                missing = values[j] is None
+                logs.setdefault(f"vigor_{name}", [0.0] * n)[i] = 0.0 if missing else values[j]
+                logs.setdefault(f"vigor_{name}_missing", [0.0] * n)[i] = float(missing)
     return OpenRLHFResponse(
         rewards=rewards,
         scores=[(r + 1.0) / 2.0 for r in rewards],

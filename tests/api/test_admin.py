@@ -106,13 +106,15 @@ def test_reload_matches_a_fresh_server_and_versions_only_increase(tmp_path, base
     ckpt = save_checkpoint(perturbed(base_state), tmp_path / "p")
     with tiny_server() as srv:
         assert scores(srv.url) == (0, want["base"])
+        assert httpx.get(srv.url + "/v1/model").json()["base_weights"] is True
         r = admin(srv.url, "POST", "/admin/weights/reload", json={"path": str(ckpt)})
         assert r.status_code == 200, r.text
         res = r.json()
         assert res["operation"] == "reload" and res["previous_version"] == 0
         assert res["weight_version"] == 1 and res["tensors"] == len(base_state) - 1  # tied once
         assert scores(srv.url) == (1, want["perturbed"])
-        assert httpx.get(srv.url + "/v1/model").json()["weight_version"] == 1
+        info = httpx.get(srv.url + "/v1/model").json()
+        assert info["weight_version"] == 1 and info["base_weights"] is False
         body = {"path": str(save_checkpoint(base_state, tmp_path / "b")), "version": 7}
         assert (
             admin(srv.url, "POST", "/admin/weights/reload", json=body).json()["weight_version"] == 7

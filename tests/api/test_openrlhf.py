@@ -138,3 +138,15 @@ def test_strip_padding_keeps_one_eos_when_pad_is_eos():
     assert strip_padding("ab<e><e>", "<e>", "<e>") == "ab<e>"
     assert strip_padding("ab<e>", "<e>", "<e>") == "ab<e>"
     assert strip_padding("ab", None, None) == "ab"
+
+
+def test_a_missing_signal_is_flagged_in_extra_logs_not_hidden_as_zero(served_default, samples):
+    group = [s for s in samples if s["group"] == 0]
+    body = payload(group)
+    body["query"][2] = body["prompts"][2]  # an empty response: no completion token to average
+    r = get_reward(served_default, body, signals="entropy_mean")
+    assert r.status_code == 200, r.text
+    logs = r.json()["extra_logs"]
+    assert logs["vigor_entropy_mean_missing"] == [0.0, 0.0, 1.0]
+    assert logs["vigor_unscored"] == [0.0, 0.0, 1.0]
+    assert all(v > 0 for v in logs["vigor_entropy_mean"][:2])

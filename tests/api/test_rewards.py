@@ -186,15 +186,19 @@ def test_bad_input_is_422_naming_the_place(served_default, body, loc, phrase):
 
 def test_invalid_json_and_wrong_content_are_4xx(served_default):
     url = served_default.url + "/v1/rewards"
-    for content, headers in [
-        (b'{"groups": [', {"content-type": "application/json"}),
-        (b"\xff\xfe", {"content-type": "application/json"}),
-        (b"groups=1", {"content-type": "application/x-www-form-urlencoded"}),
-        (b"", {}),
-    ]:
+    json_type = {"content-type": "application/json"}
+    for content, headers, status, code, phrase in [
+        (b'{"groups": [', json_type, 422, "invalid_request", "JSON"),
+        (b"\xff\xfe", json_type, 422, "invalid_request", "not valid JSON"),
+        (b'{"groups": "\xff"}', json_type, 400, "invalid_body", "not valid UTF-8"),
+        (b"groups=1", {"content-type": "application/x-www-form-urlencoded"}, 415,
+         "unsupported_media_type", "x-www-form-urlencoded"),
+        (b"", {}, 422, "invalid_request", "body: Field required"),
+    ]:  # fmt: skip
         r = httpx.post(url, content=content, headers=headers, timeout=30)
-        assert r.status_code == 422, (content, r.text)
-        assert r.json()["error"]["code"] == "invalid_request"
+        assert r.status_code == status, (content, r.text)
+        error = r.json()["error"]
+        assert error["code"] == code and phrase in error["message"], (content, error)
 
 
 def test_unknown_route_and_method_are_json_errors(served_default):

@@ -225,7 +225,7 @@ def test_auth_and_metrics_on_the_real_server(admin, weights_server, original, ck
     assert f"vigor_weight_version {float(version)}" in text
     assert 'vigor_weight_update_duration_seconds_count{operation="push"}' in text
     assert 'vigor_weight_update_failures_total{code="weights_rejected",operation="reload"}' in text
-    assert 'route="/admin/weights/reload",status="401"' in text
+    assert 'method="POST",route="/admin/weights/reload",status="401"' in text
     tokens = [line for line in text.splitlines() if line.startswith("vigor_tokens_scored_total")]
     assert float(tokens[0].split()[-1]) > 0
 

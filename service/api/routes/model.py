@@ -22,6 +22,7 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         num_parameters=served.num_parameters(),
         num_scored_parameters=served.num_scored_parameters(),
         adapter=served.adapter,
+        base_weights=runtime.slot.version == 0,
         vocab_size=served.vocab_size,
         max_sequence_length=served.max_length,
         limits={**runtime.pipeline.limits.as_dict(), "max_batch_tokens": runtime.max_batch_tokens},
