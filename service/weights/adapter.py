@@ -55,6 +55,10 @@ def parse_config(raw: dict[str, Any] | str, where: str):
         raise WeightsRejectedError([f"{where}: {exc}"]) from None
 
 
+# Inits that only draw the LoRA matrices, which the adapter's own tensors then replace whole.
+LORA_ONLY_INITS = ("gaussian",)
+
+
 def _config_problems(data: dict[str, Any], where: str) -> list[str]:
     """What peft would accept but cannot be served: base-rewriting options, empty ranks."""
     problems = []
@@ -62,7 +66,7 @@ def _config_problems(data: dict[str, Any], where: str) -> list[str]:
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
         problems.append(f"{where}: r must be a positive integer, not {r!r}")
     init = data.get("init_lora_weights", True)
-    if not isinstance(init, bool):
+    if not isinstance(init, bool) and init not in LORA_ONLY_INITS:
         # pissa, olora, corda, loftq, eva ... rewrite the base weights while initialising.
         problems.append(
             f"{where}: init_lora_weights {init!r} would rewrite the base weights; save the "
@@ -160,7 +164,8 @@ def attach(
         raise WeightsRejectedError(
             [f"the adapter cannot be served: {type(exc).__name__}: {exc}"]
         ) from exc
-    served.model = model
+    # peft leaves the model in training mode: LoRA dropout would make every score random.
+    served.model = model.eval()
     served.refresh_scored()
     served.adapter = name
     previous, new_version = serving.bump_version(version)
@@ -179,7 +184,7 @@ def detach(serving: ServingSlot, *, version: int | None) -> tuple[int, int]:
     if not _is_peft(served.model):
         raise NoAdapterError("no adapter is loaded; the base model is being served")
     serving.next_version(version)
-    served.model = _shadow(served.model).unload()  # a failure half-way changes nothing served
+    served.model = _shadow(served.model).unload().eval()  # a failure half-way changes nothing
     served.refresh_scored()
     served.adapter = None
     return serving.bump_version(version)

@@ -115,3 +115,23 @@ def test_config_problems_and_detach_without_adapter():
     assert cfg.r == 4
     with pytest.raises(NoAdapterError):
         lora.detach(served_tiny(), version=None)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"lora_dropout": 0.1}, {"init_lora_weights": "gaussian"}, {"init_lora_weights": False},
+     {"inference_mode": True}],
+    ids=["dropout", "gaussian-init", "random-init", "inference-mode"],
+)  # fmt: skip
+def test_options_that_do_not_change_the_adapter_score_as_without_them(extra):
+    """Saved adapters carry training options (dropout 0.05 is common); served, the same tensors
+    must give the same scores every time: eval mode, and inits replaced by the loaded tensors."""
+    _, tensors = trained_adapter(CONFIG, seed=3)
+    plain = served_tiny()
+    attach(plain, CONFIG, tensors)
+    served = served_tiny()
+    attach(served, {**CONFIG, **extra}, tensors)
+    assert not any(m.training for m in served.served.model.modules())
+    assert norms(served) == norms(served) == norms(plain)
+    lora.detach(served, version=None)
+    assert not any(m.training for m in served.served.model.modules())
