@@ -45,6 +45,7 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=runtime.settings.max_request_bytes,
+        idle_timeout_s=runtime.settings.body_timeout_s,
         exempt=admin.streams_tensors,
     )
     # Outside the body limit: auth before any body is read.

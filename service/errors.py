@@ -82,6 +82,12 @@ class DeadlineExceededError(VigorServiceError):
     code = "deadline_exceeded"
 
 
+class BodyTimeoutError(VigorServiceError):
+    """The client stopped sending its request body (408): the connection is not held open."""
+
+    code = "body_timeout"
+
+
 class ClientGoneError(VigorServiceError):
     """The client disconnected before its work started; nothing was computed (499, unsent)."""
 

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(
         10.0, gt=0, description="A connection whose request headers take longer is closed."
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body that sends nothing for this long is answered 408 and its "
+        "connection closed.",
+    )
     max_sequence_tokens: int | None = Field(
         None, gt=0, description="Longest prompt + completion; default and cap: the model's context."
     )

@@ -17,6 +17,8 @@ from .body_errors import parse_failure, unsupported_encoding, wrong_content_type
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE_CHARS = 4000  # messages quote input: a 20 MB path is not echoed back whole
+
 # Every error class the service raises, by its nearest listed ancestor; its `code` is the class's.
 STATUS: dict[type[e.VigorServiceError], int] = {
     e.VigorServiceError: 500,
@@ -27,6 +29,7 @@ STATUS: dict[type[e.VigorServiceError], int] = {
     e.LimitExceededError: 413,
     e.OverloadedError: 429,
     e.DeadlineExceededError: 504,
+    e.BodyTimeoutError: 408,
     e.ClientGoneError: 499,  # nginx's "client closed request": nobody reads it, /metrics counts it
     e.WeightsRejectedError: 422,
     e.PathNotAllowedError: 403,
@@ -43,6 +46,9 @@ def error_response(
 ) -> JSONResponse:
     # A message may echo input that JSON cannot carry back (a lone surrogate): escape it.
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(message) > MAX_MESSAGE_CHARS:
+        cut = len(message) - MAX_MESSAGE_CHARS
+        message = f"{message[:MAX_MESSAGE_CHARS]}… ({cut} more characters)"
     body = ErrorResponse(error=ErrorDetail(code=code, message=message, **extra))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -107,6 +113,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers, extra = None, {}
         if isinstance(exc, e.OverloadedError):
             headers = {"Retry-After": f"{max(1, round(exc.retry_after))}"}
+        if isinstance(exc, e.BodyTimeoutError):
+            headers = {"Connection": "close"}  # the rest of the body is not wanted
         if isinstance(exc, e.StaleWeightsError):
             extra["current_weight_version"] = exc.current_version
         if status >= 500 and status != 503:

@@ -42,6 +42,12 @@ def confine(path: str, allowed: list[Path]) -> Path:
             raise PathNotAllowedError(
                 f"path {path!r} resolves outside the allowed weights directories ({shown})"
             )
+    try:
+        os.stat(real)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # the caller names what is missing
+    except OSError as exc:  # a name too long, a loop, no permission: the caller's input
+        raise WeightsRejectedError([f"cannot read path {path!r}: {exc.strerror}"]) from None
     return real
 
 

@@ -31,7 +31,7 @@ def server(tiny_chat_model_dir, tmp_path_factory):
     srv = ProcessServer(
         "--model", str(tiny_chat_model_dir), "--admin-token", TOKEN,
         "--max-request-bytes", "100000", "--max-request-tokens", "500",
-        "--header-timeout-s", "1",
+        "--header-timeout-s", "1", "--body-timeout-s", "1",
     )  # fmt: skip
     srv.start(tmp_path_factory.mktemp("dos") / "server.log")
     yield srv
@@ -130,3 +130,31 @@ def test_work_for_clients_that_left_is_never_computed():
         assert r.status_code == 200, r.text
         time.sleep(0.5)
         assert metrics.completions_scored._value.get() == 2  # the one client still there
+
+
+STALLED_BODIES = [
+    ("POST", "/v1/rewards", "application/json", False),
+    ("POST", "/get_reward", "application/json", False),
+    ("POST", "/admin/weights/reload", "application/json", True),
+    ("POST", "/admin/weights/push", "application/octet-stream", True),  # streamed, not buffered
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kind", "auth"), STALLED_BODIES)
+def test_a_body_that_stops_arriving_is_408_and_closed(server, method, path, kind, auth):
+    start = time.monotonic()
+    answer = raw(server, head(method, path, kind, 1000, auth=auth) + b"{", timeout=20)
+    took = time.monotonic() - start
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"body_timeout" in answer and b"stopped arriving" in answer, answer[-300:]
+    assert took < 10, took  # closed by the server (raw() returns when it closes), not held
+    assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+
+def test_an_error_never_echoes_a_huge_input_whole(server):
+    path = "/nope/" + "a" * 60_000
+    r = httpx.post(server.url + "/admin/weights/reload", json={"path": path}, headers=AUTH,
+                   timeout=30)  # fmt: skip
+    assert r.status_code in (403, 422), r.text[:300]
+    message = r.json()["error"]["message"]
+    assert len(message) < 4100 and message.endswith("more characters)"), message[-200:]

@@ -98,3 +98,14 @@ def test_truncated_and_garbage_files_name_the_file(tmp_path):
     path.write_bytes(os.urandom(64))
     with pytest.raises(WeightsRejectedError, match=r"model.safetensors: "):
         read_checkpoint([path])
+
+
+@pytest.mark.parametrize("case", ["name too long", "symlink loop"])
+def test_a_path_the_filesystem_refuses_is_rejected_not_an_oserror(tmp_path, case):
+    if case == "name too long":
+        path = str(tmp_path / ("a" * 5000))
+    else:
+        (tmp_path / "loop").symlink_to(tmp_path / "loop")
+        path = str(tmp_path / "loop" / "x")
+    with pytest.raises(WeightsRejectedError, match="cannot read path"):
+        confine(path, [tmp_path])
