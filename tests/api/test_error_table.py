@@ -13,6 +13,7 @@ import vigor_service
 from vigor_service import errors as e
 from vigor_service.api.body_limit import BodyTooLarge
 from vigor_service.engine.errors import UnsupportedModelError
+from vigor_service.serve import StartError
 from vigor_service.weights.sources import Cancelled
 
 from ..weights.helpers import runtime_of, tiny_server
@@ -30,6 +31,7 @@ EXPECTED = {
     e.OverloadedError: (429, "overloaded", lambda c: c("full", retry_after=2.0)),
     e.DeadlineExceededError: (504, "deadline_exceeded", lambda c: c("late")),
     e.ClientGoneError: (499, "client_disconnected", lambda c: c("left")),
+    e.BodyTimeoutError: (408, "body_timeout", lambda c: c("stopped arriving")),
     Cancelled: (504, "deadline_exceeded", lambda c: c()),
     e.GroupIncompleteError: (504, "group_incomplete", lambda c: c("3 of 4 arrived")),
     e.WeightsRejectedError: (422, "weights_rejected", lambda c: c(["tensor 'w': bad"])),
@@ -41,6 +43,9 @@ EXPECTED = {
     UnsupportedModelError: (500, "unsupported_model", lambda c: c("module Foo has no rule")),
 }
 
+
+# Raised before the app exists (`vigor-serve` prints them and exits 1): never an HTTP answer.
+OUTSIDE_THE_APP = {StartError}
 
 VALID = {"groups": [{"prompt_ids": [1, 2], "completion_ids": [[3, 4]]}]}
 
@@ -57,7 +62,7 @@ def exception_classes() -> set[type]:
 
 
 def test_the_table_covers_every_exception_class_in_the_service():
-    assert exception_classes() == set(EXPECTED)
+    assert exception_classes() == set(EXPECTED) | OUTSIDE_THE_APP
 
 
 def test_each_class_raised_while_scoring_answers_its_status_and_code():
