@@ -167,12 +167,11 @@ class GroupAssembler:
         sample = HeldSample(seq, identity, future, held_size(seq))
         for k, held in enumerate(pending.samples):
             if held.identity == identity and (sample_id is not None or held.caller_gone):
-                if not held.future.done():
-                    held.future.set_exception(
-                        InvalidInputError(
-                            [InputProblem(f"groups[{i}]", "superseded by a retry of this sample")]
-                        )
+                held.fail(
+                    InvalidInputError(
+                        [InputProblem(f"groups[{i}]", "superseded by a retry of this sample")]
                     )
+                )
                 self.held_bytes -= held.nbytes
                 pending.samples[k] = sample
                 self.held_bytes += sample.nbytes
@@ -243,8 +242,7 @@ class GroupAssembler:
             response = await self._run(request, [[s.sequence for s in samples]])
         except Exception as exc:  # the whole group failed: every sample hears why
             for s in samples:
-                if not s.future.done():
-                    s.future.set_exception(exc)
+                s.fail(exc)
             return
         g = response.groups[0]
         for j, s in enumerate(samples):
@@ -290,5 +288,4 @@ class GroupAssembler:
         for pending in list(self._pending.values()):
             self._close(pending)
             for s in pending.samples:
-                if not s.future.done():
-                    s.future.set_exception(NotReadyError(why))
+                s.fail(NotReadyError(why))

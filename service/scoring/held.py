@@ -32,6 +32,13 @@ class HeldSample:
     nbytes: int
     caller_gone: bool = False
 
+    def fail(self, exc: BaseException) -> None:
+        if self.future.done():
+            return
+        self.future.set_exception(exc)
+        if self.caller_gone:
+            self.future.exception()  # nobody awaits it: no "never retrieved" error in the log
+
 
 @dataclass
 class PendingGroup:

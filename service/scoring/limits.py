@@ -34,6 +34,13 @@ class Limits:
                     f"groups[{i}]: {n} completions exceed max_completions_per_group="
                     f"{self.max_completions_per_group}"
                 )
+            size = group.group_size
+            if size is not None and size > self.max_completions_per_group:
+                # Its samples would be held until they expire: the whole group is never scored.
+                raise LimitExceededError(
+                    f"groups[{i}].group_size: {size} exceeds max_completions_per_group="
+                    f"{self.max_completions_per_group}, so the group could never be scored"
+                )
 
     def check_tokens(self, groups: list[list[TokenSequence]]) -> None:
         """The request's total tokens: a bound on the compute and memory one request can take."""

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from ..weights.helpers import tiny_server
+from ..weights.helpers import runtime_of, tiny_server
 
 PROMPTS = {"a": [1, 2, 3], "b": [4, 5], "c": [6, 7, 8, 9]}
 COMPLETIONS = {
@@ -184,3 +184,13 @@ def test_pieces_of_one_key_must_agree():
         }
         r = httpx.post(srv.url + "/v1/rewards", json=mixed)
         assert r.status_code == 422 and "groups[1].group_size" in r.text
+
+
+def test_a_group_size_that_could_never_be_scored_is_refused_at_once():
+    with tiny_server(max_completions_per_group=8) as srv:
+        start = time.monotonic()
+        r = httpx.post(srv.url + "/v1/rewards", json=one_sample("a", 0, group_size=9), timeout=30)
+        assert r.status_code == 413, r.text
+        assert "groups[0].group_size: 9 exceeds max_completions_per_group=8" in r.text
+        assert time.monotonic() - start < 10  # not held until it expires
+        assert runtime_of(srv).pipeline.assembler.held_samples == 0
