@@ -11,7 +11,7 @@ from typing import TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from .errors import ERRORS_BY_STATUS, VigorProtocolError, VigorServerError
+from .errors import ERRORS_BY_CODE, ERRORS_BY_STATUS, VigorProtocolError, VigorServerError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -41,7 +41,7 @@ def error_for(response: httpx.Response) -> VigorServerError | None:
         version = detail.get("current_weight_version")
     except (ValueError, KeyError, TypeError):
         pass
-    cls = ERRORS_BY_STATUS.get(response.status_code, VigorServerError)
+    cls = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(response.status_code, VigorServerError)
     return cls(
         response.status_code,
         code,

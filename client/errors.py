@@ -127,6 +127,19 @@ class DeadlineExceededError(VigorServerError):
     pass
 
 
+class TransferStateError(VigorServerError):
+    """409 `transfer_state`: a weight-transfer call out of order (no group, no update open),
+    not a stale weight version."""
+
+
+class GroupIncompleteError(DeadlineExceededError):
+    """504 `group_incomplete`: a held group did not get all its samples within its hold time."""
+
+
+class BodyTimeoutError(VigorServerError):
+    """408 `body_timeout`: the server stopped waiting for the rest of the request body."""
+
+
 class WeightSyncError(VigorError):
     """A broadcast weight change did not leave every replica on one version.
 
@@ -157,4 +170,11 @@ ERRORS_BY_STATUS: dict[int, type[VigorServerError]] = {
     429: OverloadedError,
     503: NotReadyError,
     504: DeadlineExceededError,
+}
+
+# Where one status carries several meanings, the error code picks the class.
+ERRORS_BY_CODE: dict[str, type[VigorServerError]] = {
+    "transfer_state": TransferStateError,
+    "group_incomplete": GroupIncompleteError,
+    "body_timeout": BodyTimeoutError,
 }

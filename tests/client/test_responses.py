@@ -9,7 +9,13 @@ import pytest
 
 from vigor_client import VigorClient, VigorProtocolError, VigorServerError
 from vigor_client._responses import parse_retry_after
-from vigor_client.errors import ERRORS_BY_STATUS
+from vigor_client.errors import (
+    ERRORS_BY_STATUS,
+    DeadlineExceededError,
+    GroupIncompleteError,
+    StaleWeightsError,
+    TransferStateError,
+)
 
 
 def _mock(handler):
@@ -26,6 +32,23 @@ def test_every_mapped_status_raises_its_class():
             client.model_info()
         assert info.value.status == status and info.value.code == f"c{status}"
         assert info.value.retry_after == 2.0 and info.value.current_weight_version == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [(409, "transfer_state", TransferStateError), (409, "stale_weight_version", StaleWeightsError),
+     (409, "version_conflict", StaleWeightsError), (504, "group_incomplete", GroupIncompleteError),
+     (504, "deadline_exceeded", DeadlineExceededError)],
+)  # fmt: skip
+def test_the_code_picks_the_class_where_a_status_has_several_meanings(status, code, cls):
+    body = {"error": {"code": code, "message": "m"}}
+    transport = _mock(lambda req: httpx.Response(status, json=body))
+    with (
+        VigorClient("http://x", transport=transport) as client,
+        pytest.raises(VigorServerError) as info,
+    ):
+        client.model_info()
+    assert type(info.value) is cls and info.value.code == code
 
 
 def test_unmapped_status_and_non_json_error_body():
