@@ -56,6 +56,17 @@ class ClientBase:
     def base_url(self) -> str:
         return self._core.base_url
 
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that build a client like this one (its twin, sync or async)."""
+        core = self._core
+        return {
+            "api_token": core.api_token,
+            "admin_token": core.admin_token,
+            "timeout": self._timeout,
+            "timeout_margin_s": core.timeout_margin_s,
+            "retry": self.retry,
+        }
+
     def _exchange(self, req: PreparedRequest, retry: Any):
         policy = self.retry if retry is CLIENT_POLICY else as_policy(retry)  # type: ignore[arg-type]
         return _retry.exchange(req, self._core.error_for, policy, self._rng)

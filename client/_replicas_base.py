@@ -42,6 +42,10 @@ class ReplicasBase:
         self._turn = 0
         self.clients = [self.client_class(u, retry=retry, **kwargs) for u in self.urls]
 
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that build replicas like these (their twin, sync or async)."""
+        return {**self.clients[0].options(), "cooldown_s": self.cooldown_s, "retry": self.retry}
+
     def _reroutable(self, exc: VigorError) -> bool:
         """ "This replica, not this request": a failure another replica may not have."""
         return passing(exc, self.retry.statuses)

@@ -1,7 +1,8 @@
 """The client a TRL piece talks through: a URL (or several) becomes one, a client is used as is.
 
 `options` (retry, timeout, timeout_margin_s, api_token, admin_token, cooldown_s, ...) go to the
-client built from a URL; a client passed in keeps its own.
+client built from a URL; a client passed in keeps its own. An async reward given a sync client
+gets its async twin, built with the same tokens, timeouts and retry policy.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def async_client(server: Any, **options: Any) -> AsyncVigorClient | AsyncVigorRe
         _no_options_for_a_client(server, options)
         return server
     if isinstance(server, VigorReplicas):
-        return aconnect(server.urls, **options)
+        _no_options_for_a_client(server, options)
+        return AsyncVigorReplicas(server.urls, **server.options())
     if isinstance(server, VigorClient):
-        return aconnect(server.base_url, **options)
+        _no_options_for_a_client(server, options)
+        return AsyncVigorClient(server.base_url, **server.options())
     return aconnect(server, **options)

@@ -301,3 +301,31 @@ def test_callback_sends_only_the_lora_adapter_of_a_peft_model(
     assert (tmp_path / "lora" / "step-2" / "adapter_config.json").is_file()
     want = naive_grad_norm(model, PROMPT, COMPLETION)
     assert served_norm(tiny_server.url, 2) == pytest.approx(want, rel=1e-4)
+
+
+def test_an_async_reward_given_a_sync_client_keeps_its_tokens_and_policies():
+    from vigor_client import AsyncVigorReplicas, RetryPolicy, VigorReplicas
+    from vigor_client.integrations.trl.clients import async_client
+
+    from ...weights.helpers import tiny_server
+
+    policy = RetryPolicy(max_retries=7)
+    with tiny_server(api_token="read-1", admin_token="adm-1") as srv:
+        sync = VigorClient(srv.url, api_token="read-1", admin_token="adm-1", timeout=17.0,
+                           timeout_margin_s=3.0, retry=policy)  # fmt: skip
+        twin = async_client(sync)
+        assert isinstance(twin, AsyncVigorClient) and twin.options() == sync.options()
+
+        async def use():
+            async with twin:
+                return (await twin.model_info()).model, await twin.reload_weights("/nowhere")
+
+        with pytest.raises(VigorServerError) as info:  # past auth: the token travelled
+            asyncio.run(use())
+        assert info.value.status == 422 and info.value.code == "weights_rejected"
+        many = VigorReplicas([srv.url, srv.url], api_token="read-1", cooldown_s=9.0, retry=policy)
+        twins = async_client(many)
+        assert isinstance(twins, AsyncVigorReplicas) and twins.options() == many.options()
+        assert twins.options()["cooldown_s"] == 9.0 and twins.options()["api_token"] == "read-1"
+        with pytest.raises(ValueError, match="client_options"):
+            async_client(sync, retry=2)
