@@ -17,12 +17,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..settings import Settings
 from .deps import admin_refusal
 from .errors import http_error_response
+from .routes.transfer import ADMIN_PATHS as TRANSFER_PATHS
 
 ADMIN_PREFIX = "/admin"
 
 
 def is_admin_path(path: str) -> bool:
-    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/") or path in TRANSFER_PATHS
 
 
 class AdminGuard:

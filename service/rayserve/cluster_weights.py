@@ -21,7 +21,7 @@ from vigor_client.schema import (
     WeightUpdate,
 )
 
-from ..errors import DeadlineExceededError, NotReadyError
+from ..errors import DeadlineExceededError, NotReadyError, WeightsRejectedError
 from ..metrics import Metrics
 from ..serving import ServingSlot
 from ..settings import Settings
@@ -95,6 +95,10 @@ class ClusterWeights:
         upload = self.uploads.take(upload_id)
         op = TensorsOp(tuple(upload.refs), full=req.full, operation="commit")
         try:
+            if not upload.refs:  # as on one server: a commit of nothing is refused
+                raise WeightsRejectedError(
+                    [f"upload {upload_id!r} has no staged tensors; stage a bucket, then commit"]
+                )
             return await self._update("commit", op, req.version)
         except BaseException:
             self.uploads.restore(upload)  # the client may fix the version and commit again

@@ -216,6 +216,12 @@ class WeightPlane:
         served = self.slot.require_served()
         upload = self.staging.take(upload_id)
         try:
+            if not len(upload.checked):
+                # A commit of nothing would move the version with no weight changed: a trainer
+                # whose buckets were all refused must hear it, not see a new version.
+                raise WeightsRejectedError(
+                    [f"upload {upload_id!r} has no staged tensors; stage a bucket, then commit"]
+                )
             if req.full:
                 check_complete(self._targets(served), upload.checked)
             versions = await self._swap(deadline, "the commit", upload.checked, req.version)

@@ -239,6 +239,9 @@ def test_commit_failure_keeps_the_upload_and_abort_drops_it(base_state, want):
     with tiny_server() as srv:
         uid = admin(srv.url, "POST", "/admin/weights/uploads").json()["upload_id"]
         bucket = f"/admin/weights/uploads/{uid}/buckets"
+        empty = admin(srv.url, "POST", f"/admin/weights/uploads/{uid}/commit")
+        assert "has no staged tensors" in error(empty, 422)["message"]  # no version for nothing
+        assert scores(srv.url) == (0, want["base"])
         assert admin(srv.url, "POST", bucket, content=save({Q: base_state[Q] + 1})).is_success
         r = admin(srv.url, "POST", bucket, content=save({Q: base_state[Q] + 2}))
         assert "already staged" in error(r, 422)["message"]

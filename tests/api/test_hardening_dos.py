@@ -23,6 +23,10 @@ ADMIN_ROUTES = [
     ("POST", "/admin/weights/uploads/x/buckets", "application/octet-stream"),
     ("POST", "/admin/adapter", "application/json"),
     ("POST", "/admin/adapter", "application/octet-stream"),
+    ("POST", "/init_weight_transfer_engine", "application/json"),
+    ("POST", "/start_weight_update", "application/json"),
+    ("POST", "/update_weights", "application/json"),
+    ("POST", "/finish_weight_update", "application/json"),
 ]
 
 

@@ -89,3 +89,7 @@ async def weight_transfer_status(transfer: TransferDep) -> TransferStatus:
 async def get_world_size() -> WorldSize:
     """vLLM's: the ranks this server takes in a group (one; a trainer's world is 1 + servers)."""
     return WorldSize(world_size=1)
+
+
+# Admin routes outside /admin: the admin guard refuses them on their headers too.
+ADMIN_PATHS = frozenset(route.path for route in router.routes)
