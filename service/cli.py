@@ -93,14 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name} ready at {path}")
         return 0
 
-    if settings.ray:
-        from .rayserve.app import serve_on_ray
-
-        return serve_on_ray(settings)
-
     from .serve import StartError, serve
 
     try:
+        if settings.ray:
+            from .rayserve.app import serve_on_ray
+
+            return serve_on_ray(settings)
         return serve(settings)
     except StartError as exc:
         print(f"vigor-serve: {exc}", file=sys.stderr)

@@ -133,7 +133,16 @@ def serve_on_ray(settings: Settings) -> int:
     """`vigor-serve --ray`: serve until SIGTERM or SIGINT, then take the application down."""
     import ray
 
-    launch(settings)
+    from ..serve import StartError
+
+    try:
+        launch(settings)
+    except RuntimeError as exc:  # Serve's DEPLOY_FAILED: a replica or the ingress did not start
+        with contextlib.suppress(Exception):
+            shutdown()
+        ray.shutdown()
+        first = str(exc).strip().splitlines()[0]
+        raise StartError(f"the Ray Serve application did not start: {first}") from None
     log.info(
         "serving on Ray at http://%s:%d with %d scoring replicas",
         settings.host, settings.port, settings.replicas,
