@@ -20,12 +20,14 @@ class AsyncVigorReplicas(ReplicasBase):
 
     client_class = AsyncVigorClient
 
-    async def _score_shard(self, first: int, groups: list[Group], options: dict) -> RewardsResponse:
+    async def _score_shard(
+        self, first: int, groups: list[Group], options: dict, held_key: str | None = None
+    ) -> RewardsResponse:
         tried: set[int] = set()
         errors: list[VigorError] = []
         rounds, started = 0, time.monotonic()
         while True:
-            order = self._fallbacks(first, tried)
+            order = self._fallbacks(first, tried, held_key)
             if not order:
                 await asyncio.sleep(self._next_round(rounds, errors, started))
                 rounds, tried = rounds + 1, set()
@@ -44,10 +46,10 @@ class AsyncVigorReplicas(ReplicasBase):
         parsed = self._validated(groups, options)
         plan = self._plan(parsed)
         results = await asyncio.gather(
-            *(self._score_shard(r, [parsed[i] for i in idx], options) for r, idx in plan)
+            *(self._score_shard(r, [parsed[i] for i in idx], options, key) for r, idx, key in plan)
         )
         return self._merge(
-            len(parsed), [(idx, res) for (_, idx), res in zip(plan, results, strict=True)]
+            len(parsed), [(idx, res) for (_, idx, _), res in zip(plan, results, strict=True)]
         )
 
     async def _each(

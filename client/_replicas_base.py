@@ -15,7 +15,7 @@ from typing import Any
 from ._client_base import GroupLike
 from ._core import RequestCore, to_groups
 from ._retry import RetryPolicy, as_policy, passing
-from ._routing import ReplicaState, merge_results, plan_shards, split_urls
+from ._routing import ReplicaState, merge_results, plan_routes, rendezvous, split_urls
 from .errors import VigorConnectionError, VigorError, WeightSyncError
 from .schema import Group, RewardsResponse
 
@@ -81,15 +81,22 @@ class ReplicasBase:
         RequestCore(self.urls[0]).rewards(parsed, **options)
         return parsed
 
-    def _plan(self, groups: list[Group]) -> list[tuple[int, list[int]]]:
+    def _plan(self, groups: list[Group]) -> list[tuple[int, list[int], str | None]]:
+        """(replica, group indices, held group key) per shard to send."""
         up = self._candidates()
-        shards = plan_shards(groups, len(up), offset=self._turn)
+        routes = plan_routes(groups, [self.urls[i] for i in up], offset=self._turn)
         self._turn += 1
-        return [(up[k], idx) for k, idx in enumerate(shards) if idx]
+        return [(up[r.replica], r.groups, r.held_key) for r in routes]
 
-    def _fallbacks(self, first: int, tried: set[int]) -> list[int]:
+    def _fallbacks(self, first: int, tried: set[int], held_key: str | None = None) -> list[int]:
         rest = [i for i in self._candidates() if i not in tried and i != first]
+        if held_key is not None:  # where the group's other samples go once `first` is resting
+            rank = {self.urls.index(u): n for n, u in enumerate(self._ranked(held_key))}
+            rest.sort(key=rank.__getitem__)
         return ([first] if first not in tried else []) + rest
+
+    def _ranked(self, key: str) -> list[str]:
+        return [self.urls[i] for i in rendezvous(key, self.urls)]
 
     def _no_replica_left(self, errors: list[VigorError]) -> VigorConnectionError:
         why = "; ".join(f"{s.url}: {s.last_error}" for s in self.states if s.last_error)

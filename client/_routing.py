@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,41 @@ def plan_shards(groups: list[Group], n: int, offset: int = 0) -> list[list[int]]
         loads[k] += group_cost(groups[i])
         shards[k].append(i)
     return [sorted(s) for s in shards]
+
+
+def rendezvous(key: str, urls: list[str]) -> list[int]:
+    """Indices into `urls`, the replica that holds the group `key` first: rendezvous hashing, so
+    every client ranks the same URLs alike, and a replica that leaves moves only its own keys."""
+
+    def weight(i: int) -> bytes:
+        return hashlib.blake2b(f"{urls[i]}\0{key}".encode(), digest_size=8).digest()
+
+    return sorted(range(len(urls)), key=weight, reverse=True)
+
+
+@dataclass(frozen=True)
+class Route:
+    replica: int  # index into the URLs planned over
+    groups: list[int]  # indices into the request's groups, in request order
+    held_key: str | None = None  # the held group's id: where its other samples go too
+
+
+def plan_routes(groups: list[Group], urls: list[str], offset: int = 0) -> list[Route]:
+    """Which replica scores which groups. A held group (group_size set: the request carries only
+    some of its samples) goes to its id's replica, one route per id, since a server assembles a
+    group only from samples it holds itself; the other groups are sharded by cost."""
+    held: dict[str, list[int]] = {}
+    free = []
+    for i, g in enumerate(groups):
+        if g.group_size is not None:
+            held.setdefault(str(g.id), []).append(i)
+        else:
+            free.append(i)
+    routes = [Route(rendezvous(key, urls)[0], idx, key) for key, idx in held.items()]
+    for k, shard in enumerate(plan_shards([groups[i] for i in free], len(urls), offset)):
+        if shard:
+            routes.append(Route(k, [free[j] for j in shard]))
+    return routes
 
 
 def merge_results(

@@ -22,16 +22,20 @@ class VigorReplicas(ReplicasBase):
 
     def __init__(self, base_urls: str | Sequence[str], **kwargs: Any):
         super().__init__(base_urls, **kwargs)
+        # Threads start only when needed. Many: a held group's route blocks until the server has
+        # the group's other samples, and those may be queued in this same pool behind it.
         self._pool = ThreadPoolExecutor(
-            max_workers=max(2, len(self.urls)), thread_name_prefix="vigor-replica"
+            max_workers=max(64, 4 * len(self.urls)), thread_name_prefix="vigor-replica"
         )
 
-    def _score_shard(self, first: int, groups: list[Group], options: dict) -> RewardsResponse:
+    def _score_shard(
+        self, first: int, groups: list[Group], options: dict, held_key: str | None = None
+    ) -> RewardsResponse:
         tried: set[int] = set()
         errors: list[VigorError] = []
         rounds, started = 0, time.monotonic()
         while True:
-            order = self._fallbacks(first, tried)
+            order = self._fallbacks(first, tried, held_key)
             if not order:
                 time.sleep(self._next_round(rounds, errors, started))
                 rounds, tried = rounds + 1, set()
@@ -52,11 +56,15 @@ class VigorReplicas(ReplicasBase):
         version any replica scored at (all are ≥ min_weight_version when that is given)."""
         parsed = self._validated(groups, options)
         plan = self._plan(parsed)
+        (r0, idx0, key0), rest = plan[0], plan[1:]
         futures = [
-            (idx, self._pool.submit(self._score_shard, r, [parsed[i] for i in idx], options))
-            for r, idx in plan
+            (idx, self._pool.submit(self._score_shard, r, [parsed[i] for i in idx], options, key))
+            for r, idx, key in rest
         ]
-        return self._merge(len(parsed), [(idx, f.result()) for idx, f in futures])
+        # The first route on the caller's own thread: a one-sample request (as trainers send a
+        # held group's samples) never waits for a pool thread.
+        first = self._score_shard(r0, [parsed[i] for i in idx0], options, key0)
+        return self._merge(len(parsed), [(idx0, first)] + [(i, f.result()) for i, f in futures])
 
     # --- every replica -----------------------------------------------------------------
     def _each(

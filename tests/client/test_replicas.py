@@ -86,6 +86,39 @@ def test_groups_are_routed_to_both_replicas_and_scored_exactly(two_servers):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_samples_sent_one_at_a_time_are_assembled_on_one_replica(two_servers, twin):
+    """As OpenRLHF and verl send them: one request per completion, with group_size. Spread over
+    both replicas, neither would hold the whole group (each would answer 504 at hold_s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vigor_client import Group
+
+    urls = [s.url for s in two_servers]
+    whole = ids_group(5, [3, 4, 2, 6], seed=7)
+    with VigorClient(urls[0]) as one:
+        want = one.score([whole]).groups[0]
+    for key in ("q-1", "q-2", "q-3"):  # a different key, perhaps a different replica, each time
+        samples = [
+            Group(id=key, prompt_ids=whole.prompt_ids, completion_ids=[c], group_size=4, hold_s=20)
+            for c in whole.completion_ids
+        ]
+        if twin == "sync":
+            with VigorReplicas(urls) as replicas, ThreadPoolExecutor(4) as pool:
+                rows = list(pool.map(lambda g, r=replicas: r.score([g]).groups[0], samples))
+        else:
+
+            async def run(samples=samples):
+                async with AsyncVigorReplicas(urls) as replicas:
+                    res = await asyncio.gather(*(replicas.score([g]) for g in samples))
+                return [r.groups[0] for r in res]
+
+            rows = asyncio.run(run())
+        assert [r.rewards[0] for r in rows] == want.rewards, [r.reasons for r in rows]
+        assert [r.scores[0] for r in rows] == pytest.approx(want.scores, rel=1e-6)
+
+
+@pytest.mark.slow
 def test_weight_pushes_are_broadcast_and_versions_must_agree(two_servers, tiny_checkpoint):
     from safetensors import safe_open
 

@@ -1,7 +1,7 @@
 """Spreading groups over replicas (`vigor_client._routing`): pure, no server."""
 
 from vigor_client import Group
-from vigor_client._routing import group_cost, merge_results, plan_shards
+from vigor_client._routing import group_cost, merge_results, plan_routes, plan_shards, rendezvous
 from vigor_client.schema import GroupResult, RewardsResponse
 
 from .id_groups import ids_group
@@ -42,3 +42,36 @@ def test_merge_restores_order_and_reports_the_oldest_version():
     merged, versions = merge_results(4, [([1, 3], res(5, [1, 3])), ([0, 2], res(4, [0, 2]))])
     assert [g.id for g in merged.groups] == [0, 1, 2, 3]
     assert merged.weight_version == 4 and versions == {4, 5}
+
+
+def held(key: str, seed: int) -> Group:
+    g = ids_group(3, [2], seed=seed)
+    return Group(id=key, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids, group_size=4)
+
+
+def test_samples_of_a_held_group_always_go_to_its_replica():
+    urls = [f"http://r{k}:8000" for k in range(4)]
+    keys = [f"prompt-{k}" for k in range(40)]
+    home = {key: rendezvous(key, urls)[0] for key in keys}
+    assert len(set(home.values())) == 4  # keys spread over every replica
+    for turn, key in enumerate(keys):
+        others = [ids_group(2, [3], seed=turn), ids_group(4, [1, 1], seed=turn + 1)]
+        routes = plan_routes([others[0], held(key, turn), others[1]], urls, offset=turn)
+        mine = [r for r in routes if r.held_key == key]
+        assert len(mine) == 1 and mine[0].groups == [1] and mine[0].replica == home[key]
+        assert sorted(i for r in routes if r.held_key is None for i in r.groups) == [0, 2]
+    # Two samples of one group in one request travel together; two groups, one route each.
+    routes = plan_routes([held("a", 1), held("b", 2), held("a", 3)], urls)
+    assert {r.held_key: r.groups for r in routes} == {"a": [0, 2], "b": [1]}
+
+
+def test_a_replica_leaving_moves_only_the_groups_it_held():
+    urls = [f"http://r{k}:8000" for k in range(4)]
+    keys = [f"prompt-{k}" for k in range(200)]
+    before = {key: urls[rendezvous(key, urls)[0]] for key in keys}
+    left = urls[:2] + urls[3:]
+    after = {key: left[rendezvous(key, left)[0]] for key in keys}
+    moved = {key for key in keys if before[key] != after[key]}
+    assert moved == {key for key in keys if before[key] == urls[2]}
+    # ... to where the full ranking said next, which is what a client resting r2 falls back to.
+    assert all(after[k] == urls[rendezvous(k, urls)[1]] for k in moved)

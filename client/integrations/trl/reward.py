@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import VigorError
-from ...replicas import AsyncVigorReplicas, VigorReplicas
 from ..weights import VersionClock
 from .clients import async_client, sync_client
 from .request import RequestSettings, ScoringRequest, build_request
@@ -121,14 +120,6 @@ class _RewardBase:
             )
         return self.run.weights_for is not None
 
-    def _scorer(self, request: ScoringRequest) -> Any:
-        """Every process sends a held group's pieces to the same replica: the one this call's
-        number picks (the router would spread them, and no replica would see a whole group)."""
-        client = self.client
-        if request.held and isinstance(client, VigorReplicas | AsyncVigorReplicas):
-            return client.clients[self._count % len(client.clients)]
-        return client
-
     def _finish(
         self,
         response: Any,
@@ -189,7 +180,7 @@ class VigorRewardFunction(_RewardBase):
             call.error = f"weight sync: {type(exc).__name__}: {exc}"
             raise
         try:
-            response = self._scorer(request).score(request.groups, **request.options)
+            response = self.client.score(request.groups, **request.options)
             check_complete(request, response, self.hold_s)
         except VigorError as exc:
             return self._failed(exc, len(prompts), call, log_metric)
@@ -230,7 +221,7 @@ class AsyncVigorRewardFunction(_RewardBase):
             call.error = f"weight sync: {type(exc).__name__}: {exc}"
             raise
         try:
-            response = await self._scorer(request).score(request.groups, **request.options)
+            response = await self.client.score(request.groups, **request.options)
             check_complete(request, response, self.hold_s)
         except VigorError as exc:
             return self._failed(exc, len(prompts), call, log_metric)
