@@ -16,16 +16,25 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 
 @pytest.fixture(scope="module")
-def plain_server(tiny_chat_model_dir, tmp_path_factory):
+def weights_dir(tmp_path_factory):
+    """Where both servers may reload checkpoints and adapters from."""
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="module")
+def plain_server(tiny_chat_model_dir, weights_dir, tmp_path_factory):
     """Its own plain server: these tests push weights to it."""
-    server = ProcessServer("--model", str(tiny_chat_model_dir), "--dtype", "float64")
+    server = ProcessServer(
+        "--model", str(tiny_chat_model_dir), "--dtype", "float64",
+        "--allowed-weights-dir", str(weights_dir),
+    )  # fmt: skip
     server.start(tmp_path_factory.mktemp("plain") / "server.log")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def ray_app(tiny_chat_model_dir):
+def ray_app(tiny_chat_model_dir, weights_dir):
     from vigor_service.rayserve import app
     from vigor_service.settings import Settings
 
@@ -37,6 +46,7 @@ def ray_app(tiny_chat_model_dir):
         replicas=2,
         replica_num_cpus=0.5,
         admin_timeout_s=120,
+        allowed_weights_dir=[weights_dir],
     )
     ray.init(num_cpus=2, include_dashboard=False, namespace="vigor", log_to_driver=False)
     try:

@@ -1,7 +1,8 @@
 """The Ray Serve application on a real local Ray: 2 scoring replicas at num_cpus=0.5.
 
 In file order, on one application: the same API and scores as a plain `vigor-serve`; 16 clients
-scoring while weights are pushed; a replica killed under load; a replica added after two pushes.
+scoring while weights are pushed; a replica killed under load; a replica added after two pushes;
+bucketed uploads; a reload from a checkpoint directory and a LoRA adapter attached and detached.
 Each scored answer is checked against the plain server's scores for the version it names, so an
 answer on weights half-way between two versions, or on a version never pushed, fails.
 """
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file, save, save_file
 
 from .conftest import ray, score, wait_for
 
@@ -256,3 +257,64 @@ def test_bucketed_upload_and_a_refused_push(ray_app, reference, ledger):
     assert r.status_code == 422 and "model.norm.weight" in r.text, r.text
     assert httpx.get(ray_app + "/v1/model").json()["weight_version"] == 6
     assert agreeing(ledger, 3, 6)
+
+
+def test_reload_and_adapter_through_the_ingress(
+    ray_app, plain_server, ledger, weights_dir, tiny_chat_model_dir
+):
+    """Reload from a directory, attach a pushed adapter, detach it, attach one from a directory:
+    every replica follows, and each step scores as the plain server given the same calls."""
+    from peft import LoraConfig
+
+    from vigor_client import VigorClient
+
+    ckpt = weights_dir / "step-8"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(weights_for(tiny_chat_model_dir, 8))
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
+    state = lora_state(lora, tiny_chat_model_dir)
+    on_disk = weights_dir / "adapter-11"
+    lora.save_pretrained(on_disk)
+    save_file(state, str(on_disk / "adapter_model.safetensors"))
+    n = len(replica_names())
+    with (
+        VigorClient(ray_app, timeout=300) as on_ray,
+        VigorClient(plain_server.url, timeout=300) as plain,
+    ):
+        steps = [
+            ("reload", lambda c: c.reload_weights(str(ckpt), 8, full=False)),
+            ("adapter", lambda c: c.load_adapter(state, 9, config=lora, name="step-9")),
+            ("detach", lambda c: c.unload_adapter(10)),
+            ("adapter from a directory", lambda c: c.load_adapter(str(on_disk), 11)),
+        ]
+        seen = []
+        for what, call in steps:
+            want, got = call(plain), call(on_ray)
+            assert got.weight_version == want.weight_version, what
+            assert got.adapter == want.adapter, what
+            wait_for(lambda v=got.weight_version: agreeing(ledger, n, v), 60, f"{what} everywhere")
+            now = scores_of(ray_app)
+            for g, w in zip(now, scores_of(plain_server.url), strict=True):
+                assert close(g, w), what
+            seen.append(now)
+            info = httpx.get(ray_app + "/v1/model").json()
+            assert info["adapter"] == got.adapter and info["weight_version"] == got.weight_version
+    reloaded, adapted, detached, from_disk = seen
+    assert adapted != reloaded  # the adapter changed the scores
+    assert all(close(a, b) for a, b in zip(detached, reloaded, strict=True))
+    assert all(close(a, b) for a, b in zip(from_disk, adapted, strict=True))
+
+
+def lora_state(lora, model_dir) -> dict[str, torch.Tensor]:
+    """Non-zero LoRA weights for the tiny chat model (a zero B would score as no adapter)."""
+    from peft import get_peft_model, get_peft_model_state_dict
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    shapes = get_peft_model_state_dict(get_peft_model(skeleton, lora))
+    gen = torch.Generator().manual_seed(9)
+    return {
+        k: 0.05 * torch.randn(v.shape, generator=gen, dtype=torch.float64)
+        for k, v in shapes.items()
+    }
