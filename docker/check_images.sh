@@ -15,7 +15,8 @@
 #
 # Settings (environment): VIGOR_CHECK_WORK (work folder, default /var/tmp/vigor-image-check),
 # VIGOR_CHECK_MIRROR (Debian mirror, default: the one in /etc/apt/sources.list*),
-# VIGOR_CHECK_TORCH_WHEEL, VIGOR_CHECK_NO_CACHE=1 (rebuild every layer), TRAINER_STEPS,
+# VIGOR_CHECK_TORCH_WHEEL, VIGOR_CHECK_NO_CACHE=1 (rebuild everything), VIGOR_CHECK_LAYERS=1
+# (buildah --layers: faster reruns, ~70 GB of vfs storage), TRAINER_STEPS,
 # REWARD_PORT (host port, default 18000), VIGOR_CHECK_KEEP=1 (leave containers and volumes).
 #
 # Needs root, debootstrap, buildah and podman (4.3 measured), python3 with pip on the host.
@@ -50,6 +51,11 @@ BASE=docker.io/library/python:3.11-slim-bookworm
 SERVER_IMAGE=localhost/vigor-reward:cpu
 TRAINER_IMAGE=localhost/vigor-reward-trainer:cpu
 mkdir -p "$WORK"
+mkdir -p /var/lib/containers
+free_gb=$(df --output=avail -BG /var/lib/containers | tail -1 | tr -dc 0-9)
+if ((free_gb < 25)); then
+    echo "check_images.sh: warning: ${free_gb} GB free under /var/lib/containers; the vfs builds need about 25" >&2
+fi
 
 # One storage driver for buildah and podman, so podman runs what buildah built. vfs: overlay is
 # not available here. cgroupfs: no systemd. The nofile/nproc limits: podman's defaults exceed the
@@ -149,11 +155,15 @@ ls "$INDEX"
 
 build() { # build TARGET TAG
     local started=$SECONDS
-    local cache=()
-    [[ "${VIGOR_CHECK_NO_CACHE:-}" == 1 ]] && cache=(--no-cache)
-    # --format docker keeps HEALTHCHECK (OCI image configs have no such field). --layers caches
-    # each step as docker does. The index is bind-mounted read-only at the same path.
-    if buildah "${STORAGE[@]}" bud --pull=never --format docker --layers "${cache[@]}" \
+    local cache=(--layers=false)
+    # --layers caches every step as docker does, but with vfs each cached step is a full copy of
+    # the filesystem (~2 GB here): a run filled 70 GB. Without it each stage is committed once,
+    # and the trainer build runs the deps stage again (minutes, not gigabytes).
+    [[ "${VIGOR_CHECK_LAYERS:-}" == 1 ]] && cache=(--layers)
+    [[ "${VIGOR_CHECK_NO_CACHE:-}" == 1 ]] && cache+=(--no-cache)
+    # --format docker keeps HEALTHCHECK (OCI image configs have no such field). The index is
+    # bind-mounted read-only at the same path.
+    if buildah "${STORAGE[@]}" bud --pull=never --format docker "${cache[@]}" \
         -f "$ROOT/docker/Dockerfile.cpu" --target "$1" \
         --build-arg "TORCH_INDEX_URL=file://$INDEX" --volume "$INDEX:$INDEX:ro" \
         -t "$2" "$ROOT"; then
@@ -167,6 +177,9 @@ section "2b. build target server"
 check "server image built (buildah bud --target server)" build server "$SERVER_IMAGE"
 section "2c. build target trainer"
 check "trainer image built (buildah bud --target trainer)" build trainer "$TRAINER_IMAGE"
+# Images of earlier runs that lost their tags to these builds.
+buildah "${STORAGE[@]}" rmi --prune >/dev/null 2>&1 || true
+echo "container storage: $(du -sh /var/lib/containers/storage 2>/dev/null | cut -f1); free: $(df -h --output=avail /var/lib/containers | tail -1 | tr -d ' ')"
 for image in "$SERVER_IMAGE" "$TRAINER_IMAGE"; do
     if size=$(podman "${STORAGE[@]}" image inspect --format '{{.Size}}' "$image" 2>/dev/null); then
         echo "size: $image $(human "$size")"
