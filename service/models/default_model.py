@@ -45,9 +45,25 @@ def converted_dir(cache_dir: Path, gguf: Path) -> Path:
     return Path(cache_dir) / "models" / f"{NAME.lower()}-{gguf.stat().st_size}"
 
 
+def converted_copies(cache_dir: Path) -> list[Path]:
+    """Finished conversions in the cache, newest first."""
+    found = [p.parent for p in (Path(cache_dir) / "models").glob(f"{NAME.lower()}-*/{MARKER}")]
+    return sorted(found, key=lambda p: (p / MARKER).stat().st_mtime, reverse=True)
+
+
 def prepare_default_model(cache_dir: Path) -> Path:
-    """Return the converted checkpoint directory, converting on first use."""
-    gguf = find_gguf()
+    """Return the converted checkpoint directory, converting on first use.
+
+    Without the GGUF package, a copy already converted in the cache is used: the server image
+    ships only the converted model, not the GGUF it came from.
+    """
+    try:
+        gguf = find_gguf()
+    except ModelLoadError as exc:
+        copies = converted_copies(cache_dir)
+        if not copies:
+            raise ModelLoadError(f"{exc}; no converted copy in {cache_dir}/models either") from None
+        return copies[0]
     target = converted_dir(cache_dir, gguf)
     if (target / MARKER).is_file():
         _readable_by_all(target)  # caches converted by older versions were 0700

