@@ -91,12 +91,8 @@ class ReplicasBase:
     def _fallbacks(self, first: int, tried: set[int], held_key: str | None = None) -> list[int]:
         rest = [i for i in self._candidates() if i not in tried and i != first]
         if held_key is not None:  # where the group's other samples go once `first` is resting
-            rank = {self.urls.index(u): n for n, u in enumerate(self._ranked(held_key))}
-            rest.sort(key=rank.__getitem__)
+            rest.sort(key=rendezvous(held_key, self.urls).index)
         return ([first] if first not in tried else []) + rest
-
-    def _ranked(self, key: str) -> list[str]:
-        return [self.urls[i] for i in rendezvous(key, self.urls)]
 
     def _no_replica_left(self, errors: list[VigorError]) -> VigorConnectionError:
         why = "; ".join(f"{s.url}: {s.last_error}" for s in self.states if s.last_error)
