@@ -6,6 +6,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from vigor_client.schema import RewardSpec
+
 from ..engine.types import TokenSequence
 
 INCOMPLETE = "group_incomplete"
@@ -50,6 +52,7 @@ class PendingGroup:
     signals: list[str]
     min_weight_version: int | None
     wait_s: float
+    reward_spec: RewardSpec | None = None  # resolved by the pipeline before a sample is held
     samples: list[HeldSample] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)
