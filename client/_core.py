@@ -36,7 +36,7 @@ from ._transport import TRANSIENT as TRANSIENT
 from ._transport import sliced_body, translate_transport_error
 from ._weight_requests import WeightPlaneRequests
 from .errors import VigorServerError
-from .schema import Group, RewardsRequest
+from .schema import Focal, Group, RewardSpec, RewardsRequest
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -93,6 +93,8 @@ class RequestCore(WeightPlaneRequests):
         wait_s: float = 0.0,
         deadline_s: float | None = None,
         hold_s: float | None = None,
+        focal: Focal | Mapping[str, Any] | None = None,
+        reward_spec: str | RewardSpec | Mapping[str, Any] | None = None,
     ) -> PreparedRequest:
         body = RewardsRequest(
             groups=to_groups(groups),
@@ -103,11 +105,13 @@ class RequestCore(WeightPlaneRequests):
             wait_s=wait_s,
             deadline_s=deadline_s,
             hold_s=hold_s,
+            focal=focal,
+            reward_spec=reward_spec,
         )
         return PreparedRequest(
             "POST",
             "/v1/rewards",
-            json=body.model_dump(mode="json", exclude_none=True),
+            json=body.model_dump(mode="json", exclude_none=True, by_alias=True),
             headers=self.auth_headers(),
             timeout=self.scoring_timeout(body.wait_s + held_wait(body), body.deadline_s),
         )

@@ -41,7 +41,8 @@ class VigorClient(ClientBase):
         self, groups: Sequence[GroupLike], *, retry: Any = CLIENT_POLICY, **options: Any
     ) -> RewardsResponse:
         """Score groups of completions; options: shaping, signals, temperature,
-        min_weight_version, wait_s, deadline_s, hold_s. `retry` overrides the client's policy."""
+        min_weight_version, wait_s, deadline_s, hold_s, focal, reward_spec (a name or a spec).
+        `retry` overrides the client's policy."""
         return self._call(self._core.rewards(groups, **options), RewardsResponse, retry)
 
     def model_info(self) -> ModelInfo:
