@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    for line in report.get("dropped_records", []) + report.get("skipped", []):
+        print(f"vigor-eval: {line}", file=sys.stderr)
     if args.json == "-":
         print(json.dumps(report, indent=1))
     else:

@@ -56,6 +56,10 @@ def evaluate(
                 if own:
                     conn.close()
         report = build_report(data, cache.records, cache.header, bootstrap=bootstrap, seed=seed)
+        if cache.dropped:
+            report["dropped_records"] = cache.dropped
+        if cache.skipped:
+            report["skipped"] = [cache.skipped[k] for k in sorted(cache.skipped)]
         if folds is not None:
             report["variants"] = evaluate_variants(
                 data, cache.records, cache.header, report["signals"], folds=folds,
