@@ -95,3 +95,27 @@ def test_a_spec_file_is_read_at_start(tmp_path):
     variants = settings.reward_variants()
     assert variants.default.name == "s1" and variants.default.focal.target == 0.9
     assert sorted(variants.named) == ["s1", "vigor"]
+
+
+def test_a_held_group_is_scored_by_its_first_sample_s_variant(url):
+    import concurrent.futures
+
+    focal = {"metric": "entropy", "lambda": -1.0}
+    whole = httpx.post(url + "/v1/rewards", json={"groups": [GROUP], "focal": focal}, timeout=60)
+
+    def one(k):
+        group = {
+            "id": "held-focal", "group_size": 2, "prompt_ids": GROUP["prompt_ids"],
+            "completion_ids": [GROUP["completion_ids"][k]],
+        }  # fmt: skip
+        return httpx.post(url + "/v1/rewards", json={"groups": [group], "focal": focal}, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        parts = list(pool.map(one, [0, 1]))
+    assert [p.status_code for p in parts] == [200, 200]
+    want = whole.json()["groups"][0]
+    for k, part in enumerate(parts):
+        body = part.json()
+        assert body["groups"][0]["scores"] == [want["scores"][k]]
+        assert body["groups"][0]["rewards"] == [want["rewards"][k]]
+        assert body["reward_spec"]["focal"]["lambda"] == -1.0
