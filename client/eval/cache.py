@@ -5,7 +5,8 @@ Every line is flushed and synced when written, so an interrupted run keeps every
 A header records the model, weight version and options: resuming against other weights would mix
 two measurements, so it is refused. A record that is not what the server could have answered (a
 positive score, a probability above 1, lists of different lengths, a value that is not a finite
-number) is dropped on reading, named in `dropped`, and its group scored again.
+number) is dropped by `drop_corrupt` (vigor-eval calls it on --resume), named in `dropped`, and
+its group scored again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ScoreCache:
         self.records = records
         self.dropped: list[str] = []  # records refused on reading (their groups are rescored)
         self.skipped: dict[str, str] = {}  # group key -> why it could not be scored
+        self._lines: dict[str, int] = {}  # group key -> its line in the file
         self._file: IO[str] | None = None
 
     @classmethod
@@ -47,10 +49,20 @@ class ScoreCache:
             )
         if not exists:
             return cls(path, None, {})
-        header, records, dropped = _read(path)
+        header, records, lines = _read(path)
         cache = cls(path, header, records)
-        cache.dropped = dropped
+        cache._lines = lines
         return cache
+
+    def drop_corrupt(self) -> None:
+        """Set aside every record the server could not have answered, naming its line."""
+        for key, obj in list(self.records.items()):
+            problem = record_problem(obj)
+            if problem is not None:
+                del self.records[key]
+                line = self._lines.get(key)
+                where = f"{self.path} line {line}" if line else f"{self.path} key {key}"
+                self.dropped.append(f"{where}: {problem}; its group is scored again")
 
     def check_or_set_header(self, header: dict[str, Any]) -> None:
         """Fix the header of a new cache; refuse one scored on other weights or options."""
@@ -90,7 +102,7 @@ class ScoreCache:
         self.close()
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, dict], list[str]]:
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, dict], dict[str, int]]:
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as exc:
@@ -109,7 +121,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, dict], list[str]]:
             f.write("\n")
     header: dict[str, Any] | None = None
     records: dict[str, dict] = {}
-    dropped: list[str] = []
+    where: dict[str, int] = {}
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -126,15 +138,11 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, dict], list[str]]:
         elif not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
             raise CacheError(f'{path} line {number}: a scored group needs a string "key"')
         else:
-            problem = record_problem(obj)
-            if problem is None:
-                records[obj["key"]] = obj
-            else:
-                records.pop(obj["key"], None)
-                dropped.append(f"{path} line {number}: {problem}; its group is scored again")
+            records[obj["key"]] = obj
+            where[obj["key"]] = number
     if header is None:
         raise CacheError(f"{path}: empty scores file (no header)")
-    return header, records, dropped
+    return header, records, where
 
 
 # What each recorded value can be, as the server computes it: (low, high), None = unbounded.

@@ -40,6 +40,7 @@ def evaluate(
     data = data if isinstance(data, EvalSet) else load_groups(data)
     scores_path = scores_path or default_scores_path(data.path)
     with ScoreCache.open(scores_path, resume=resume) as cache:
+        cache.drop_corrupt()
         if pending(data.groups, cache):
             own = isinstance(client, str)
             conn = VigorClient(client) if isinstance(client, str) else client
