@@ -124,9 +124,10 @@ def evaluate_variants(
     if len(scored) < folds:
         return {"refused": f"{len(scored)} scored groups cannot fill {folds} folds"}
     fold_of = assign_folds([g.key for g, _ in scored], folds, seed)
-    best_name = max(
-        (n for n, s in single.items() if s["auroc"] is not None), key=lambda n: single[n]["auroc"]
-    )
+    rated = [n for n, s in single.items() if s["auroc"] is not None]
+    if not rated:
+        return {"refused": "no single signal has a usable pair: nothing to compare against"}
+    best_name = max(rated, key=lambda n: single[n]["auroc"])
     best_sig = next(s for s in SIGNALS if s.name == best_name)
     best_counts = [count_pairs(signal_values(r, best_sig), g.labels) for g, r in scored]
 
