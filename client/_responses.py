@@ -1,4 +1,8 @@
-"""An answer turned into a wire model or the typed error it stands for; sends nothing."""
+"""What came back, turned into a wire model or the typed error it stands for; sends nothing.
+
+An answer becomes its model (`parse_response`) or its `VigorServerError` (`error_for`, by the
+code table in errors.py); a failure of httpx's transport becomes a `VigorConnectionError`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,14 @@ from typing import TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from .errors import ERRORS_BY_CODE, ERRORS_BY_STATUS, VigorProtocolError, VigorServerError
+from .errors import (
+    VigorConnectionError,
+    VigorProtocolError,
+    VigorServerError,
+    VigorTimeoutError,
+    error_class,
+)
+from .wire import ErrorCode
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -34,15 +45,14 @@ def error_for(response: httpx.Response) -> VigorServerError | None:
     """The typed error an answer stands for, or None for a success."""
     if response.status_code < 400:
         return None
-    code, message, version = "http_error", response.text[:500], None
+    code, message, version = ErrorCode.HTTP_ERROR.value, response.text[:500], None
     try:
         detail = json.loads(response.content)["error"]
         code, message = detail["code"], detail["message"]
         version = detail.get("current_weight_version")
     except (ValueError, KeyError, TypeError):
         pass
-    cls = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(response.status_code, VigorServerError)
-    return cls(
+    return error_class(response.status_code, code)(
         response.status_code,
         code,
         message,
@@ -69,3 +79,21 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+# The connection was never made: the server cannot have seen the request.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures a repeat may get past: the network, or a peer that went away mid-exchange.
+TRANSIENT = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
+
+
+def translate_transport_error(exc: httpx.HTTPError, url: str) -> VigorConnectionError:
+    """Map httpx's transport errors onto ours at the boundary; callers `raise ... from exc`."""
+    facts = {
+        "request_sent": not isinstance(exc, NOT_SENT),
+        "transient": isinstance(exc, TRANSIENT),
+    }
+    what = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.TimeoutException):
+        return VigorTimeoutError(f"no answer from {url} in time ({what})", **facts)
+    return VigorConnectionError(f"cannot reach {url} ({what})", **facts)

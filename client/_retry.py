@@ -2,7 +2,7 @@
 
 Sans-IO, like the push plan: `exchange` is a generator that yields a request to send or a pause
 to take and receives the response (or has the transport error thrown in); the sync and async
-clients drive it with `drive_sync` / `drive_async` and differ only in how they send and sleep.
+clients run it with the one driver in _drive.py and differ only in how they send and sleep.
 
 Which calls are repeated (`Idempotency`, set by the request-building core):
 - SAFE: scoring, model info, staging an upload bucket (the server accepts a tensor again when it
@@ -27,16 +27,16 @@ caller's deadline has passed) and every other 4xx / 5xx.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import random
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
+from ._drive import Pause
 from .errors import (
     StaleWeightsError,
     VigorConnectionError,
@@ -45,6 +45,7 @@ from .errors import (
     VigorTimeoutError,
 )
 from .schema import WeightUpdate
+from .wire import ErrorCode
 
 
 class Idempotency(enum.Enum):
@@ -100,11 +101,6 @@ def as_policy(value: RetryPolicy | int | None) -> RetryPolicy:
 
 
 @dataclass(frozen=True)
-class Pause:
-    seconds: float
-
-
-@dataclass(frozen=True)
 class Recovered:
     """An unanswered try took effect: its repeat found `version` already served."""
 
@@ -157,7 +153,7 @@ def _is_own_version(error: VigorError, req: Any) -> bool:
     return (
         req.idempotency is Idempotency.BY_VERSION
         and isinstance(error, StaleWeightsError)
-        and error.code == "version_conflict"
+        and error.code == ErrorCode.VERSION_CONFLICT
         and req.version is not None
         and error.current_weight_version == req.version
     )
@@ -202,51 +198,12 @@ def exchange(
         yield Pause(pause)
 
 
-def drive_sync(gen: Exchange, send: Callable[[Any], httpx.Response]) -> Any:
-    """Run an exchange: send its requests with `send` (which raises VigorConnectionError)."""
-    try:
-        step = next(gen)
-        while True:
-            if isinstance(step, Pause):
-                time.sleep(step.seconds)
-                step = gen.send(None)
-                continue
-            try:
-                answer = send(step)
-            except VigorConnectionError as exc:
-                step = gen.throw(exc)
-            else:
-                step = gen.send(answer)
-    except StopIteration as stop:
-        return stop.value
-
-
-async def drive_async(gen: Exchange, send: Callable[[Any], Awaitable[httpx.Response]]) -> Any:
-    try:
-        step = next(gen)
-        while True:
-            if isinstance(step, Pause):
-                await asyncio.sleep(step.seconds)
-                step = gen.send(None)
-                continue
-            try:
-                answer = await send(step)
-            except VigorConnectionError as exc:
-                step = gen.throw(exc)
-            else:
-                step = gen.send(answer)
-    except StopIteration as stop:
-        return stop.value
-
-
 __all__ = [
     "NO_RETRY",
     "Idempotency",
     "RecoveredUpdate",
     "RetryPolicy",
     "as_policy",
-    "drive_async",
-    "drive_sync",
     "exchange",
     "passing",
 ]

@@ -20,7 +20,7 @@ from vigor_client import (
     VigorConnectionError,
     VigorServerError,
 )
-from vigor_client._core import RequestCore
+from vigor_client._requests import RequestCore
 from vigor_client._retry import Idempotency, as_policy
 
 from ..servers import free_port
