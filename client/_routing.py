@@ -197,7 +197,11 @@ class ReplicasBase:
             why = f"{rounds + 1} rounds over {len(self.urls)} replicas"
             error.record_attempts(errors[:-1], time.monotonic() - started, why)
             raise error
-        waits = [e.retry_after for e in errors if getattr(e, "retry_after", None) is not None]
+        waits = [
+            self.retry.after(e.retry_after, self._rng)
+            for e in errors
+            if getattr(e, "retry_after", None) is not None
+        ]
         backoff = self.retry.backoff(rounds + 1, self._rng)
         return min(max([backoff, *waits]), self.retry.max_retry_after_s)
 

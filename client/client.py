@@ -29,11 +29,11 @@ from ._requests import (
     PreparedRequest,
     RequestCore,
 )
-from ._responses import error_for, parse_response, translate_transport_error
+from ._responses import check_rewards, error_for, parse_response, translate_transport_error
 from ._retry import Recovered, RecoveredUpdate, RetryPolicy, as_policy
 from ._weights import DEFAULT_BUCKET_BYTES, adapter_body, push_plan
 from .errors import VigorConnectionError, VigorServerError, VigorTimeoutError
-from .schema import ModelInfo, RewardsResponse, WeightUpdate
+from .schema import ModelInfo, RewardsRequest, RewardsResponse, WeightUpdate
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -92,7 +92,10 @@ class ClientBase:
     def _result(self, req: PreparedRequest, answer: Any, model: type[T]) -> T:
         if isinstance(answer, Recovered):
             return RecoveredUpdate(operation=req.operation, weight_version=answer.version)  # type: ignore[return-value]
-        return parse_response(answer, model)
+        parsed = parse_response(answer, model)
+        if isinstance(parsed, RewardsResponse) and isinstance(req.body, RewardsRequest):
+            check_rewards(req.body, parsed, str(answer.request.url))
+        return parsed
 
     def _plan(self, source: Any, version: int | None, **options: Any):
         return push_plan(
