@@ -221,3 +221,11 @@ def test_no_retry_means_no_retry_of_a_busy_answer_either(proxy):
     with VigorClient(proxy.url, retry=None) as client, pytest.raises(OverloadedError) as info:
         client.score(GROUPS)
     assert info.value.attempts == 1 and proxy.count("/v1/rewards") == 1
+
+
+def test_the_default_policy_rides_out_a_busy_server(proxy):
+    # Five busy answers in a row: past the 3 retries the policy allowed before (issue 26, #10).
+    proxy.script("POST /v1/rewards", ["429:0.1"] * 5 + ["pass"])
+    with VigorClient(proxy.url) as client:
+        assert len(client.score(GROUPS).groups[0].rewards) == 3
+    assert proxy.count("/v1/rewards") == 6
