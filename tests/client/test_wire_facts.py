@@ -21,6 +21,7 @@ from vigor_client._requests import RequestCore
 from vigor_client.errors import ERRORS_BY_CODE, ERRORS_BY_STATUS, VigorError, error_class
 from vigor_client.wire import GROUP_HOLD_S, ErrorCode
 from vigor_service.api.errors import HTTP_CODES, STATUS
+from vigor_service.scoring.pipeline import ScoringPipeline
 from vigor_service.settings import Settings
 
 from ..api.test_error_table import EXPECTED, OUTSIDE_THE_APP, exception_classes
@@ -113,6 +114,7 @@ def test_no_error_code_is_written_as_a_string_outside_wire():
 
 def test_the_hold_default_is_one_number():
     assert Settings.model_fields["group_hold_s"].default == GROUP_HOLD_S
+    assert inspect.signature(ScoringPipeline).parameters["hold_s"].default == GROUP_HOLD_S
     held = RequestCore("http://x").rewards(
         [{"id": "g", "group_size": 2, "prompt_ids": [1], "completion_ids": [[2]]}]
     )
