@@ -1,4 +1,4 @@
-"""Bounded execution for admin calls: a deadline, threads told to stop, worker jobs called off.
+"""Deadlines for admin calls: threads told to stop, worker jobs called off before they start.
 
 No admin call may hang the server or answer "failed" and then take effect later: blocking reads
 run in threads that stop at the deadline, and a swap queued behind long scoring passes is called
@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ..errors import DeadlineExceededError, WeightsRejectedError
+from ..errors import DeadlineExceededError
 from ..serving import EngineWorker
 from .sources import Cancelled
-from .staging import StagingArea
 
 R = TypeVar("R")
 
@@ -118,41 +116,3 @@ async def in_daemon_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R
 
     threading.Thread(target=run, daemon=True, name=f"vigor-transfer-{fn.__name__}").start()
     return await done
-
-
-@dataclass(frozen=True)
-class IncomingBody:
-    """A request body as the transport hands it over: its declared length and its chunks."""
-
-    content_length: str | None
-    chunks: AsyncIterator[bytes]
-
-
-async def read_body(body: IncomingBody, deadline: Deadline, staging: StagingArea) -> bytearray:
-    """The whole body in one buffer, its size reserved against the staging bound before reading.
-
-    The caller releases `len(buffer)` from `staging` once done with it.
-    """
-    length = body.content_length or ""
-    if not length.isdigit():
-        raise WeightsRejectedError(["a weights body needs a Content-Length header"])
-    n = int(length)
-    staging.reserve(n)
-    try:
-        buf, at = bytearray(n), 0
-
-        async def fill() -> None:
-            nonlocal at
-            async for chunk in body.chunks:
-                if at + len(chunk) > n:
-                    raise WeightsRejectedError(["the body is longer than its Content-Length"])
-                buf[at : at + len(chunk)] = chunk
-                at += len(chunk)
-
-        await deadline.wait(fill(), "receiving the body")
-        if at != n:
-            raise WeightsRejectedError([f"the body ended after {at} of {n} bytes"])
-        return buf
-    except BaseException:
-        staging.release(n)
-        raise
