@@ -6,6 +6,26 @@ pickled across), /v1/model and the limits lowered to the model's context read.
 
 from __future__ import annotations
 
+from ..serving import ServedModel
+
+
+def describe(served: ServedModel, max_batch_tokens: int) -> dict:
+    """What a replica tells the ingress of its model (picklable; the tokenizer travels whole)."""
+    return {
+        "name": served.name,
+        "tokenizer": served.tokenizer,
+        "vocab_size": served.vocab_size,
+        "max_length": served.max_length,
+        "device": str(served.device),
+        "dtype": str(served.dtype).removeprefix("torch."),
+        "engine": served.engine_name,
+        "num_parameters": served.num_parameters(),
+        "num_scored_parameters": served.num_scored_parameters(),
+        "nbytes": sum(p.nbytes for p in served.model.parameters()),
+        "adapter": served.adapter,
+        "max_batch_tokens": max_batch_tokens,
+    }
+
 
 class ModelView:
     def __init__(self, described: dict) -> None:

@@ -24,6 +24,7 @@ from ..settings import Settings
 from ..weights.core import Staged, WeightCore
 from ..weights.updates import TensorsUpdate
 from .ledger import NAMESPACE
+from .model_view import describe
 from .ops import Update
 
 log = logging.getLogger(__name__)
@@ -82,21 +83,7 @@ class ScoringReplica:
 
     async def describe(self) -> dict:
         """What the ingress shows in /v1/model and tokenizes with."""
-        served = self.runtime.slot.require_served()
-        return {
-            "name": served.name,
-            "tokenizer": served.tokenizer,
-            "vocab_size": served.vocab_size,
-            "max_length": served.max_length,
-            "device": str(served.device),
-            "dtype": str(served.dtype).removeprefix("torch."),
-            "engine": served.engine.name,
-            "num_parameters": served.num_parameters(),
-            "num_scored_parameters": served.num_scored_parameters(),
-            "nbytes": sum(p.nbytes for p in served.model.parameters()),
-            "adapter": served.adapter,
-            "max_batch_tokens": self.runtime.max_batch_tokens,
-        }
+        return describe(self.runtime.slot.require_served(), self.runtime.max_batch_tokens)
 
     async def check_bucket(self, blob) -> list[str]:
         """Validate one bucket against the model (the ingress answers a bad one at once);
