@@ -93,14 +93,25 @@ async def on_worker(
         return await task  # already running: a copy is short, let it finish
 
 
-async def in_daemon_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+async def in_daemon_thread(
+    fn: Callable[..., R],
+    *args: Any,
+    within: float | None = None,
+    late: Callable[[R], Any] | None = None,
+    **kwargs: Any,
+) -> R:
     """`fn` in a thread of its own that never holds up the server's exit.
 
     A receive blocked on a silent peer ends only at the group's timeout; asyncio's default
-    executor would make shutdown wait for it.
+    executor would make shutdown wait for it. With `within`, the caller stops waiting after that
+    many seconds (TimeoutError) even when `fn` itself never returns (a peer that accepts a
+    connection and never answers); a value `fn` returns after the caller gave up is handed to
+    `late` (to close a group nobody holds) instead of being dropped.
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[R] = loop.create_future()
+    lock = threading.Lock()
+    gave_up = False  # set once the caller stopped waiting
 
     def settle(ok: bool, value: Any) -> None:
         if not done.done():
@@ -111,8 +122,26 @@ async def in_daemon_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R
             outcome = (True, fn(*args, **kwargs))
         except BaseException as exc:
             outcome = (False, exc)
+        with lock:
+            orphan = gave_up
+        if orphan:
+            if outcome[0] and late is not None:
+                late(outcome[1])
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
             loop.call_soon_threadsafe(settle, *outcome)
 
     threading.Thread(target=run, daemon=True, name=f"vigor-transfer-{fn.__name__}").start()
-    return await done
+    try:
+        return await asyncio.wait_for(asyncio.shield(done), within)
+    except (TimeoutError, asyncio.CancelledError):
+        with lock:
+            gave_up = True
+
+        def orphaned(f: asyncio.Future[R]) -> None:
+            # Settled after all (the thread passed its check before we gave up): nobody uses it.
+            if not f.cancelled() and f.exception() is None and late is not None:
+                late(f.result())
+
+        done.add_done_callback(orphaned)
+        raise

@@ -44,6 +44,8 @@ from .receive import StagedUpdate, receive_update
 
 log = logging.getLogger(__name__)
 
+JOIN_GRACE_S = 5.0  # beyond --transfer-timeout-s: the group's own timeout answers first
+
 
 class Session:
     """One joined group and the update open on it, if any."""
@@ -150,15 +152,24 @@ class WeightTransfer:
                 ": use gloo")])  # fmt: skip
         with self.metrics.weight_operation("transfer_init"), self._exclusive("init"):
             self._close("a new init_weight_transfer_engine")
+            timeout = self.limits.transfer_timeout_s
             try:
+                # Bounded here too: the group's own timeout does not cover a peer that accepts
+                # the connection and never answers. A group formed after we gave up is closed.
                 group = await in_daemon_thread(
                     StatelessGroup, master_address=info.master_address,
                     master_port=info.master_port, rank=info.rank_offset,
-                    world_size=info.world_size, backend=backend,
-                    timeout_s=self.limits.transfer_timeout_s, device=device,
+                    world_size=info.world_size, backend=backend, timeout_s=timeout,
+                    device=device, within=timeout + JOIN_GRACE_S, late=StatelessGroup.close,
                 )  # fmt: skip
             except GroupError as exc:
                 raise TransferFailedError(str(exc)) from exc
+            except TimeoutError:
+                raise TransferFailedError(
+                    f"no group formed with {info.master_address}:{info.master_port} within "
+                    f"{timeout:g} s (--transfer-timeout-s): the peer did not complete the "
+                    "rendezvous; nothing was joined"
+                ) from None
             self._session = Session(group)
         log.info("joined weight-transfer group %s as rank %d of %d (%s)",
                  group.master, group.rank, group.world_size, backend)  # fmt: skip
@@ -214,6 +225,13 @@ class WeightTransfer:
             session, received = self._update_or_raise("finish_weight_update")
             self._disarm(session)
             try:
+                if not len(received.checked):
+                    # As for an upload's commit: a new version of unchanged weights would tell
+                    # the trainer its update landed when nothing was sent.
+                    raise WeightsRejectedError(
+                        ["the update holds no tensors: send them with /update_weights, then "
+                         "finish (or /abort_weight_update)"]
+                    )  # fmt: skip
                 staged = self.core.staged_tensors(
                     received.checked, full=req.full, operation="transfer", version=version
                 )
