@@ -43,6 +43,14 @@ R = TypeVar("R")
 ADAPTER_META = f"__metadata__[{lora.METADATA_KEY!r}]"
 
 
+@dataclass(frozen=True)
+class StagedAdapter:
+    config: Any  # peft's LoraConfig
+    tensors: dict[str, torch.Tensor]
+    name: str
+    allow_cast: bool
+
+
 @dataclass
 class Staged:
     """An update read and validated, not yet served. `release` it once applied or dropped."""
@@ -50,8 +58,7 @@ class Staged:
     operation: str
     version: int | None
     checked: Checked | None = None  # tensors to copy in (push, commit, reload, transfer)
-    adapter: tuple[Any, dict[str, torch.Tensor], str, bool] | None = None  # config, tensors,
-    # name, allow_cast
+    adapter: StagedAdapter | None = None  # a LoRA adapter to attach
     detach: bool = False
     buffers: list[Any] = field(default_factory=list)  # what the checked tensors view
     reserved: int = 0  # bytes this stage reserved in the staging area
@@ -121,7 +128,7 @@ class WeightCore:
         elif isinstance(op, AdapterUpdate):
             config, tensors = await self._read_adapter(op, deadline)
             await in_thread(deadline, "checking the adapter", lambda _: lora.precheck(tensors))
-            staged.adapter = (config, tensors, op.name, op.allow_cast)
+            staged.adapter = StagedAdapter(config, tensors, op.name, op.allow_cast)
         elif isinstance(op, AdapterDetach):
             if served.adapter is None:
                 raise NoAdapterError("no adapter is loaded; the base model is being served")
@@ -203,13 +210,12 @@ class WeightCore:
         what = f"the {staged.operation.replace('_', ' ')}"
         version = staged.version
         if staged.adapter is not None:
-            config, tensors, name, allow_cast = staged.adapter
-            slot_name = self._adapter_slots.next()
+            adapter, slot_name = staged.adapter, self._adapter_slots.next()
 
             def attach() -> tuple[int, int, Checked]:
                 return self._locked(
-                    lora.attach, self.slot, config, tensors, slot=slot_name, name=name,
-                    version=version, allow_cast=allow_cast,
+                    lora.attach, self.slot, adapter.config, adapter.tensors, slot=slot_name,
+                    name=adapter.name, version=version, allow_cast=adapter.allow_cast,
                 )  # fmt: skip
 
             previous, new, checked = await on_worker(self.worker, deadline, what, attach)
@@ -247,13 +253,3 @@ class WeightCore:
             seconds=round(time.perf_counter() - start, 4),
             adapter=self.slot.require_served().adapter,
         )
-
-
-async def stage_and_apply(core: WeightCore, op: WeightOp, version: int | None) -> int:
-    """One update end to end within the admin deadline (a replica replaying its history)."""
-    deadline = core.deadline()
-    staged = await core.stage(op, version, deadline)
-    try:
-        return (await core.apply(staged, deadline))[1]
-    finally:
-        core.release(staged)
