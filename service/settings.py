@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vigor_client.wire import GROUP_HOLD_S
+
 DEFAULT_MODEL = "default"
 # Measured on the default model (benchmarks/results/engine_speed_cpu.md): 2-core CPU time per token
 # is flat from 256 to 4096 tokens per micro-batch while memory grows linearly.
@@ -113,7 +115,7 @@ class Settings(BaseSettings):
         None, gt=0, description="Longest prompt + completion; default and cap: the model's context."
     )
     group_hold_s: float = Field(
-        120.0,
+        GROUP_HOLD_S,  # clients listen this long for a held sample's answer (wire.py)
         gt=0,
         description="How long samples of an incomplete group (group_size) are held before they "
         "answer 'group_incomplete'; below OpenRLHF's 180 s client timeout.",

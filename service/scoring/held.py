@@ -6,9 +6,12 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from vigor_client.wire import ErrorCode
+
 from ..engine.types import TokenSequence
 
-INCOMPLETE = "group_incomplete"
+# A held sample's `reason` when its group never completed: the same code as the 504's.
+INCOMPLETE = ErrorCode.GROUP_INCOMPLETE.value
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from vigor_client.schema import (
     RewardsRequest,
     RewardsResponse,
 )
+from vigor_client.wire import GROUP_HOLD_S
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
@@ -45,7 +46,7 @@ class ScoringPipeline:
         limits: Limits,
         on_scored: OnScored | None = None,
         *,
-        hold_s: float = 120.0,
+        hold_s: float = GROUP_HOLD_S,
         max_held_samples: int = 65536,
         max_held_bytes: int = 256 << 20,
     ) -> None:
