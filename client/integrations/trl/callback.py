@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from ...errors import VigorError
+from ..group_sync import HTTP, GroupSync
 from ..weights import VersionClock, is_peft, sync_weights, unwrap
 from .clients import sync_client
 from .run import TrainerRun, broadcast_from_first, process_layout
@@ -38,6 +39,12 @@ class VigorWeightSyncCallback(_callback_base()):  # type: ignore[misc]
     from its disk (it must see that path). Only the main process sends; a send returns once the
     server (every replica) has swapped. ZeRO-3 and FSDP are refused (see `sharding.py`).
 
+    `distributed=True` (or a dict of `WeightSender` options: `backend`, `master_address`,
+    `master_port`, `timeout_s`) sends the trainable parameters over a process group the
+    trainer forms with the servers (NCCL on GPUs, Gloo otherwise) instead of HTTP; when the
+    group cannot form, a warning says why and the weights go over HTTP (`group_sync.py`). The
+    versions are the same either way. `routes` lists each send's route (`gloo`, `nccl`, `http`).
+
     At the start of training (`on_train_begin`, on every process), process 0 makes the server
     hold the policy's weights as of the current step and broadcasts the version offset and a run
     key to the other processes, so all of them ask for the same version at the same step:
@@ -61,7 +68,13 @@ class VigorWeightSyncCallback(_callback_base()):  # type: ignore[misc]
         push_on_train_begin: bool = False,
         push_kwargs: dict | None = None,
         client_options: dict | None = None,
+        distributed: bool | dict = False,
     ) -> None:
+        if distributed and checkpoints_dir is not None:
+            raise ValueError(
+                "distributed= sends weights over a process group and checkpoints_dir= through "
+                "the server's disk: pass one of them"
+            )
         self.client = sync_client(server, **(client_options or {}))
         self.checkpoints_dir = checkpoints_dir
         self.keep_checkpoints = keep_checkpoints
@@ -71,24 +84,34 @@ class VigorWeightSyncCallback(_callback_base()):  # type: ignore[misc]
         self.push_on_train_begin = push_on_train_begin
         self.push_kwargs = push_kwargs or {}
         self.synced: list[tuple[int, int, float]] = []  # (step, version, seconds)
+        self.routes: list[str] = []  # how each send in `synced` went
+        self.group: GroupSync | None = None
+        if distributed:
+            options = distributed if isinstance(distributed, dict) else {}
+            self.group = GroupSync(self.client, options, **self.push_kwargs)
         self._model: Any = None
         self._served_step: int | None = None  # the step whose weights the server holds
 
     # --- sending ----------------------------------------------------------------------------
     def _send(self, model: Any, step: int, version: int) -> None:
         t0 = time.perf_counter()
-        sync_weights(
-            self.client,
-            model,
-            version,
-            checkpoints_dir=self.checkpoints_dir,
-            keep=self.keep_checkpoints,
-            **self.push_kwargs,
-        )
+        if self.group is not None:
+            route = self.group.send(model, version)
+        else:
+            route = HTTP
+            sync_weights(
+                self.client,
+                model,
+                version,
+                checkpoints_dir=self.checkpoints_dir,
+                keep=self.keep_checkpoints,
+                **self.push_kwargs,
+            )
         seconds = time.perf_counter() - t0
         self.synced.append((step, version, seconds))
+        self.routes.append(route)
         self._served_step = step
-        log.info("weights v%d (step %d) synced in %.2f s", version, step, seconds)
+        log.info("weights v%d (step %d) synced over %s in %.2f s", version, step, route, seconds)
 
     def weights_for(self, step: int, model: Any = None) -> None:
         """Make the server hold the weights of `step` (call on every process; process 0 sends,
@@ -144,3 +167,8 @@ class VigorWeightSyncCallback(_callback_base()):  # type: ignore[misc]
             raise VigorError(f"the weight sync failed to start on process 0: {agreed[1]}")
         self.clock.offset, run.run_id, run.agreed = agreed[1], agreed[2], True
         self._served_step = state.global_step
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any):
+        """Leave the weight-transfer group (the servers then accept a new trainer's)."""
+        if self.group is not None:
+            self.group.close()
