@@ -134,7 +134,8 @@ def test_verl_saves_each_step_and_the_server_scores_it_at_that_version(tiny_chec
             assert (root / "latest_checkpointed_iteration.txt").read_text() == str(step)
             hf_dir = root / f"global_step_{step}" / "actor" / "huggingface"
             with safe_open(hf_dir / "model.safetensors", "pt") as f:  # fp32, as verl writes
-                assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+                names = f.keys()  # safe_open is not iterable
+                assert {f.get_slice(k).get_dtype() for k in names} == {"F32"}
             version, group = score(server.url, step)
             assert version == step
             want = [naive_grad_norm(model, PROMPT, c) for c in COMPLETIONS]  # float64 copy
