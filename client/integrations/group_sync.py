@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 HTTP = "http"
 
 
+def _tensors(model: Any) -> dict[str, Any]:
+    return model if isinstance(model, dict) else trainable_state_dict(model)
+
+
 def server_urls(client: Any) -> list[str]:
     """The URLs a VigorClient or VigorReplicas talks to."""
     urls = getattr(client, "urls", None)
@@ -50,9 +54,9 @@ class GroupSync:
         self._told_peft = False
 
     def send(self, model: Any, version: int) -> str:
-        """Make the servers hold `model`'s trainable weights as `version`; the route taken
-        (`gloo`, `nccl` or `http`)."""
-        model = unwrap(model)
+        """Make the servers hold `model`'s trainable weights (or a dict of tensors, e.g.
+        gathered from shards) as `version`; the route taken (`gloo`, `nccl` or `http`)."""
+        model = model if isinstance(model, dict) else unwrap(model)
         if is_peft(model):
             if not self._told_peft:
                 self._told_peft = True
@@ -97,7 +101,7 @@ class GroupSync:
 
         sender = self.sender
         try:
-            sender.send(trainable_state_dict(model), version, full=False)
+            sender.send(_tensors(model), version, full=False)
         except (GroupError, TransferError) as exc:
             if isinstance(exc, TransferError) and exc.refused:
                 raise  # the servers received everything and refused it: so would HTTP
@@ -111,7 +115,11 @@ class GroupSync:
         return self.backend
 
     def _http(self, model: Any, version: int) -> str:
-        sync_weights(self.client, model, version, **self.push_kwargs)
+        if isinstance(model, dict):
+            options = {"progress": False, **self.push_kwargs}
+            self.client.push_weights(model, version=version, full=False, **options)
+        else:
+            sync_weights(self.client, model, version, **self.push_kwargs)
         return HTTP
 
     def close(self) -> None:

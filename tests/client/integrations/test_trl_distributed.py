@@ -4,14 +4,20 @@ A real `vigor-serve` process (tiny chat model, float64) and TRL 1.16's GRPOTrain
 callback joins the server into a Gloo group (vigor_client.distributed.WeightSender, vLLM's
 four calls) and broadcasts the trainable parameters before each batch at new weights is scored.
 Each call's samples are scored at version = step, and their scores equal those of a fresh server
-started on that step's weights. Only unsharded parameters can be tested here (one CPU process);
-NCCL needs GPUs. Then the fallback: a group that cannot form (NCCL asked of a CPU server) is
-logged and the weights go over HTTP, exactly.
+started on that step's weights (one process, unsharded; NCCL needs GPUs). Then the fallback: a
+group that cannot form (NCCL asked of a CPU server) is logged and the weights go over HTTP,
+exactly. Last, real FSDP2 on two CPU processes: each holds half of every parameter; both gather
+and process 0 sends, over HTTP and over Gloo.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -21,6 +27,8 @@ from vigor_client.integrations.trl import VigorRewardFunction, vigor_for_trl
 
 from ...naive import naive_grad_norm
 from ...servers import ProcessServer
+
+FSDP_SCRIPT = Path(__file__).with_name("fsdp_two_processes.py")
 
 
 def served(model_dir, tmp_path, name: str) -> ProcessServer:
@@ -155,3 +163,38 @@ def test_a_group_that_cannot_form_is_logged_and_the_weights_go_over_http(
         sync.on_train_end(None, state, None)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_fsdp2_sharded_parameters_are_gathered_on_both_processes_and_sent(
+    tiny_checkpoint, tmp_path
+):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    server = served(tiny_checkpoint, tmp_path, "server")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+        str(FSDP_SCRIPT), "--server", server.url, "--model", str(tiny_checkpoint),
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+
+    assert [p["routes"] for p in first["phases"]] == [["http", "http"], ["gloo", "gloo"]]
+    assert [p["synced"] for p in first["phases"]] == [[[1, 1], [2, 2]], [[3, 3], [4, 4]]]
+    assert all(p["sharded"] == "FSDP2" and p["synced"] == [] for p in second["phases"])
+    # The whole model, scaled as the shards were: what the server must have differentiated.
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+    for step, version, grad_norm in [s for p in first["phases"] for s in p["scored"]]:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.1)
+        assert version == step
+        want = naive_grad_norm(model, [1, 2, 3, 4], [5, 6, 7])
+        assert grad_norm == pytest.approx(want, rel=1e-9)
