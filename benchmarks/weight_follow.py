@@ -153,8 +153,9 @@ def main() -> None:
         "## Gloo transfer",
         "",
         "TRL `VigorWeightSyncCallback(distributed=True)`: the same parameters broadcast over a "
-        "Gloo group with the server (vLLM's start → update_weights → finish). The first send "
-        f"also forms the group: {join_and_first:.3f} s (once per run).",
+        "Gloo group with the server (vLLM's start → update_weights → finish). The first send, "
+        f"which also forms the group (once per run), took {join_and_first:.3f} s; not counted "
+        "below.",
         "",
         *header,
         row("Gloo transfer (TRL callback)", gloo, mb),
