@@ -101,8 +101,8 @@ class VigorWeightSyncCallback(_callback_base()):  # type: ignore[misc]
         if self._sharded is not None:
             # A collective: every process gathers each parameter, process 0 keeps the copies.
             whole = gathered_state_dict(unwrap(model), self.run.rank)
-            self._served_step = step
-            if whole is None:
+            if whole is None:  # not process 0: its part was the gathering
+                self._served_step = step
                 return
             model = whole
         if self.group is not None:
