@@ -9,10 +9,11 @@ replica. The version is the caller's, as on the HTTP path.
 When the group cannot form (torch.distributed missing, a server that cannot reach this host, a
 backend a server does not have) the reason is logged at WARNING, kept in `fallback_reason`, and
 every later send goes over HTTP (`sync_weights`): the run goes on at the same weights, only
-slower. A group lost mid-run (a broadcast that failed) sends that step over HTTP and rejoins at
-the next one. A server that received the tensors and refused them (422) is raised: HTTP would be
-refused the same way. A peft model goes over HTTP (the adapter alone is smaller than any group
-set-up; the server's transfer path takes full parameter names only).
+slower. A group lost mid-run (a broadcast or control call that failed) sends that step over
+HTTP, and the next step forms a new group (or falls back for good if it cannot). A server that
+received the tensors and refused them (422) is raised: HTTP would be refused the same way. A
+peft model goes over HTTP (the adapter alone is smaller than any group set-up; the server's
+transfer path takes full parameter names only).
 """
 
 from __future__ import annotations
@@ -107,10 +108,13 @@ class GroupSync:
                 raise  # the servers received everything and refused it: so would HTTP
             log.warning(
                 "sending weights v%d over the process group failed, so this step goes over "
-                "HTTP and the next one rejoins the group: %s",
+                "HTTP and the next one forms a new group: %s",
                 version,
                 exc,
             )
+            # Left on both ends (a server may still think it is in the old group, e.g. after
+            # it was closed there): the next send joins afresh, or falls back for good.
+            self.close()
             return self._http(model, version)
         return self.backend
 

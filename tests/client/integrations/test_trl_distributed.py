@@ -198,3 +198,43 @@ def test_fsdp2_sharded_parameters_are_gathered_on_both_processes_and_sent(
         assert version == step
         want = naive_grad_norm(model, [1, 2, 3, 4], [5, 6, 7])
         assert grad_norm == pytest.approx(want, rel=1e-9)
+
+
+def test_a_group_lost_mid_run_sends_that_step_over_http_then_forms_a_new_one(caplog):
+    import copy
+
+    import torch
+
+    from vigor_client.integrations.trl import VigorWeightSyncCallback
+
+    from ...tiny_models import tiny_llama
+    from ...weights.helpers import admin, tiny_server
+
+    prompt, completion = [1, 2, 3], [4, 5, 6]
+    model = tiny_llama(tied=True, dtype=torch.float32)
+    with tiny_server(copy.deepcopy(model)) as srv:
+        sync = VigorWeightSyncCallback(srv.url, distributed={"timeout_s": 20})
+        state = SimpleNamespace(global_step=0)
+        sync.on_train_begin(None, state, None, model=model)
+        torch.manual_seed(5)
+        for step in (1, 2, 3):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+            if step == 2:  # the server leaves the group behind the trainer's back
+                assert admin(srv.url, "POST", "/close_weight_transfer_engine").status_code == 200
+            with caplog.at_level(logging.WARNING):
+                sync.weights_for(step)
+            with VigorClient(srv.url) as client:
+                res = client.score(
+                    [{"prompt_ids": prompt, "completion_ids": [completion]}],
+                    min_weight_version=step,
+                    wait_s=5.0,
+                )
+            assert res.weight_version == step
+            want = naive_grad_norm(model, prompt, completion)
+            assert res.groups[0].grad_norms[0] == pytest.approx(want, rel=1e-4)  # float32 server
+        sync.on_train_end(None, state, None)
+    assert sync.routes == ["gloo", "http", "gloo"] and sync.group.fallback_reason is None
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("v2 over the process group failed" in m for m in warned)
