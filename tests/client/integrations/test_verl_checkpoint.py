@@ -158,3 +158,17 @@ def test_verl_saves_each_step_and_the_server_scores_it_at_that_version(tiny_chec
         assert version == 0
         assert alone.scores == pytest.approx(group.scores, rel=1e-12)
         assert alone.rewards == group.rewards
+
+
+def test_server_dir_maps_the_trainers_checkpoint_root_to_the_servers_mount(tmp_path):
+    from verl.trainer.ppo.checkpoint_callback import build_checkpoint_callback
+
+    root = tmp_path / "ckpts"
+    config = verl_config(
+        *user_overrides(root, "http://127.0.0.1:9"), "+trainer.vigor.server_dir=/mnt/ckpts"
+    )
+    callback = build_checkpoint_callback(config)
+    hf_dir = root / "global_step_3" / "actor" / "huggingface"
+    assert callback.server_path(hf_dir) == "/mnt/ckpts/global_step_3/actor/huggingface"
+    with pytest.raises(ValueError, match=r"not under trainer\.default_local_dir"):
+        callback.server_path(tmp_path / "elsewhere" / "huggingface")
