@@ -17,10 +17,11 @@ generated it.
 
 `trainer.vigor` keys (all optional): `server_url` (default `reward.reward_kwargs.server_url`,
 then $VIGOR_URL, then http://127.0.0.1:8000; several, comma-separated, reload every replica),
-`admin_token` (default $VIGOR_ADMIN_TOKEN), `api_token` (default $VIGOR_API_TOKEN), `timeout`
-(seconds one reload may take, default 330), `server_dir` (where the server sees
-`trainer.default_local_dir`, when it mounts it elsewhere). The server must be started with
-`--allowed-weights-dir` covering that directory. Torch-free: the server reads the files.
+`admin_token` (default $VIGOR_ADMIN_TOKEN; prefer the environment, verl prints its config),
+`api_token` (default $VIGOR_API_TOKEN), `timeout` (seconds one reload may take, default 330),
+`server_dir` (where the server sees `trainer.default_local_dir`, when it mounts it elsewhere).
+The server must be started with `--allowed-weights-dir` covering that directory. Torch-free:
+the server reads the files.
 """
 
 from __future__ import annotations
