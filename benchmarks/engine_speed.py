@@ -94,16 +94,16 @@ def _floor(model, sequences, max_batch_tokens):
     return None
 
 
-_GEMM_INPUTS: dict = {}  # random operands by shape, made in the untimed warm-up call
+GEMM_INPUTS: dict = {}  # random operands by shape, made in the untimed warm-up call
 
 
 def _operand(rows: int, n: int, d: int, dtype, device, slot: str):
     import torch
 
     key = (rows, n, d, dtype, str(device), slot)
-    if key not in _GEMM_INPUTS:
-        _GEMM_INPUTS[key] = torch.randn(rows, n, d, dtype=dtype, device=device)
-    return _GEMM_INPUTS[key]
+    if key not in GEMM_INPUTS:
+        GEMM_INPUTS[key] = torch.randn(rows, n, d, dtype=dtype, device=device)
+    return GEMM_INPUTS[key]
 
 
 def norm_gemms(model, sequences, max_batch_tokens) -> float:
