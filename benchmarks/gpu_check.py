@@ -181,7 +181,7 @@ def part_speed(plan: Plan, device) -> None:
                 row |= dict(G=g, P=p, T=t, engine=name, budget=budget, build_s=built)
                 try:
                     row |= _timed_with_peak(run, model, seqs, cuda)
-                except torch.OutOfMemoryError as exc:
+                except torch.cuda.OutOfMemoryError as exc:
                     row["error"] = f"out of memory: {str(exc).splitlines()[0][:160]}"
                 emit(**row)
                 if cuda:
