@@ -311,7 +311,7 @@ def report(results: dict, args, plan: Plan, total: float) -> str:
         "",
         f"Machine: {machine()}, {torch.cuda.device_count() if cuda else 0} GPU(s), "
         f"CUDA {torch.version.cuda or '—'}, transformers {transformers.__version__}.",
-        f"Command: `python benchmarks/gpu_check.py{' --tiny' if plan.tiny else ''}` "
+        f"Command: `python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}` "
         f"({total:.0f} s in all). Models: random weights, Qwen2 configs of the shapes below, "
         f"vocabulary {plan.vocab}.",
         "",
