@@ -268,7 +268,8 @@ def part_transfer(plan: Plan, device) -> None:
                             st, full=True, bucket_bytes=bucket
                         )
                         seconds = timed(send, 2)[0]
-                    row(f"{backend.capitalize()} transfer, 256 MiB buckets (join {join:.2f} s, "
+                    name = {"gloo": "Gloo", "nccl": "NCCL"}[backend]
+                    row(f"{name} transfer, 256 MiB buckets (join {join:.2f} s, "
                         "once)", seconds, state)  # fmt: skip
                 if gpus < 2:
                     why = "no CUDA" if not gpus else "one GPU: NCCL cannot put two ranks on it"
