@@ -18,7 +18,7 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         weight_version=runtime.slot.version,
         device=str(served.device),
         dtype=str(served.dtype).removeprefix("torch."),
-        engine=served.engine.name,
+        engine=served.engine_name,
         num_parameters=served.num_parameters(),
         num_scored_parameters=served.num_scored_parameters(),
         adapter=served.adapter,
@@ -26,4 +26,6 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         vocab_size=served.vocab_size,
         max_sequence_length=served.max_length,
         limits={**runtime.pipeline.limits.as_dict(), "max_batch_tokens": runtime.max_batch_tokens},
+        reward_spec=runtime.pipeline.variants.default,
+        reward_specs=sorted(runtime.pipeline.variants.named),
     )
