@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from ..metrics import Metrics
-from ..runtime import limits_of
+from ..runtime import drain, limits_of, watch, weight_limits_of
 from ..scoring import ScoringPipeline
 from ..serving import ServingSlot
 from ..settings import Settings
@@ -37,7 +37,7 @@ class IngressRuntime:
         self.scheduler = ReplicaScheduler(replicas, self.slot)
         self.pipeline = ScoringPipeline(
             self.slot,
-            self.scheduler,  # type: ignore[arg-type]  (the same submit, on a replica)
+            self.scheduler,  # an EngineQueue: the same submit, made on a replica
             limits_of(s),
             on_scored=lambda response: self.metrics.count_scored(response.groups),
             hold_s=s.group_hold_s,
@@ -45,18 +45,13 @@ class IngressRuntime:
             max_held_bytes=s.max_held_bytes,
             variants=s.reward_variants(),
         )
-        self.weights = ClusterWeights(s, self.slot, self.metrics, self.ledger, replicas)
-        assembler = self.pipeline.assembler
-        self.metrics.watch(
-            weight_version=lambda: self.slot.version if self.slot.served is not None else -1,
-            queue_depth=lambda: self.scheduler.depth,
-            staged_bytes=lambda: self.weights.staging.staged_bytes,
-            ready=lambda: self.slot.ready,
-            held_groups=lambda: assembler.held_groups,
-            held_samples=lambda: assembler.held_samples,
-            held_bytes=lambda: assembler.held_bytes,
-            groups_incomplete=lambda: assembler.incomplete,
+        self.weights = ClusterWeights(
+            weight_limits_of(s), self.slot, self.metrics, self.ledger, replicas
         )
+        watch(
+            self.metrics, self.slot, self.pipeline, self.weights.staging,
+            queue_depth=lambda: self.scheduler.depth,
+        )  # fmt: skip
         self._connecting: asyncio.Task | None = None
 
     @property
@@ -83,12 +78,7 @@ class IngressRuntime:
         log.info("ingress ready: %s at version %d", described["name"], committed)
 
     async def drain(self, timeout: float) -> int:
-        self.slot.draining = True
-        self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
-        end = asyncio.get_running_loop().time() + timeout
-        while self.scheduler.in_flight and asyncio.get_running_loop().time() < end:
-            await asyncio.sleep(0.05)
-        return self.scheduler.in_flight
+        return await drain(self.slot, self.pipeline, self.scheduler, timeout)
 
     async def aclose(self) -> None:
         self.slot.draining = True

@@ -6,8 +6,8 @@ slot.py          ServingSlot: the served model, its weight version, readiness, v
 loading.py       building a ServedModel from settings and warming it up
 """
 
-from .served_model import ServedModel
+from .served_model import ModelFacts, ServedModel
 from .slot import ServingSlot
 from .worker import EngineWorker
 
-__all__ = ["EngineWorker", "ServedModel", "ServingSlot"]
+__all__ = ["EngineWorker", "ModelFacts", "ServedModel", "ServingSlot"]
