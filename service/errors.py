@@ -149,3 +149,9 @@ class TransferFailedError(VigorServiceError):
     """
 
     code = "transfer_failed"
+
+
+class CheckpointPendingError(DeadlineExceededError):
+    """A newer step directory in --watch-dir was not loaded within --watch-wait-s (504)."""
+
+    code = "checkpoint_pending"
