@@ -205,10 +205,11 @@ class Settings(BaseSettings):
     replica_num_gpus: float = Field(0, ge=0, description="With --ray: GPUs per scoring replica.")
     replica_num_cpus: float = Field(1, ge=0, description="With --ray: CPUs per scoring replica.")
 
-    @field_validator("admin_token", "api_token", mode="before")
+    @field_validator("admin_token", "api_token", "watch_dir", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value):
-        # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token".
+        # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token"; an empty
+        # VIGOR_WATCH_DIR means no watcher, not the current directory.
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if raw is None or (isinstance(raw, str) and not raw.strip()) else value
 

@@ -15,10 +15,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ..api.test_openrlhf_executor import (  # noqa: F401  (rollout is a fixture)
+from ..api.test_openrlhf_executor import (
     N,
     check_whole_group_rewards,
-    rollout,
     run_executors,
     whole_group_answers,
 )
@@ -52,7 +51,7 @@ def test_each_step_openrlhf_saves_is_what_the_next_rollout_is_scored_with(
     default_tokenizer,
     rollout,
     tmp_path,
-    gloo_group,  # noqa: F811
+    gloo_group,
 ):
     their_naming_is_what_we_follow()
     strategy, Actor = openrlhf_writer()
