@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -63,6 +64,15 @@ def start_server(watch: Path, cache_dir: Path | None) -> tuple[subprocess.Popen,
         time.sleep(0.2)
     proc.kill()
     raise SystemExit("server did not start")
+
+
+def lscpu() -> str:
+    """`lscpu | head -15`, or what /proc says where lscpu is missing."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return machine()
+    return "\n".join(out.splitlines()[:15])
 
 
 def write_step(root: Path, step: int, data: bytes, config: dict) -> float:
@@ -166,8 +176,13 @@ def main() -> None:
         "through `--watch-dir`; the step directory written by this process on the same disk "
         "(page cache warm). Median of the steps; seconds.",
         "",
-        f"Machine: {machine()}. Shared with other jobs while it ran (2 cores, ~6 users): "
-        "figures are upper bounds.",
+        f"Machine: {machine()}. Shared with other jobs while it ran: load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} right after it; figures are upper "
+        "bounds.",
+        "",
+        "```",
+        lscpu(),
+        "```",
         "",
         "| step directory | MB | write | written → served (poll, 1 s interval) | "
         "written → served (a scoring request arrives) | server load | MB/s (server load) |",
