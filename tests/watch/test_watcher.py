@@ -268,3 +268,23 @@ def test_the_watch_dir_must_lie_under_the_allowed_weights_dir(tmp_path):
         Settings(watch_dir=tmp_path / "ckpts", allowed_weights_dir=[tmp_path / "other"])
     with pytest.raises(ValidationError, match=r"\{step\} once"):
         Settings(watch_pattern="checkpoints")
+
+
+def test_verl_layout_with_its_tracker_file_loads_once_the_tracker_names_the_step(base, tmp_path):
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    step2 = weights_of(base, seed=12)
+    settings = dict(watch_dir=ckpts, watch_pattern="verl", watch_ready="tracker", **FAST)
+    with tiny_server(base, **settings) as srv:
+        scores(srv.url)
+        save_checkpoint(step2, ckpts / "global_step_2" / "actor" / "huggingface")
+        (ckpts / "latest_checkpointed_iteration.txt").write_text("1")
+        info = wait_for(
+            lambda: (i := model_info(srv.url))["watch"]["pending_step"] == 2 and i, what="pending"
+        )
+        assert "latest_checkpointed_iteration.txt names step 1" in info["watch"]["pending_reason"]
+        time.sleep(0.3)
+        assert model_info(srv.url)["weight_version"] == 0  # complete files, tracker not yet
+        (ckpts / "latest_checkpointed_iteration.txt").write_text("2")
+        wait_for(lambda: model_info(srv.url)["weight_version"] == 2, what="step 2")
+        assert scores(srv.url)[1] == pytest.approx(fresh_scores(step2), rel=1e-6)
