@@ -67,6 +67,7 @@ class CheckpointWatcher:
         self._unchanged: dict[int, tuple[tuple, float]] = {}  # step → (fingerprint, since)
         self._seen: dict[int, Seen] = {}
         self._scan_task: asyncio.Task | None = None
+        self._scan_began = 0.0
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._kick = asyncio.Event()
@@ -121,7 +122,13 @@ class CheckpointWatcher:
         s = self.settings
         floor = self.slot.version if floor is None else floor
         out = {}
-        for step, (top, path) in self.pattern.scan(self.root).items():
+        try:
+            found = self.pattern.scan(self.root)
+        except OSError as exc:  # no permission, a file where the dir should be: say so
+            self.last_error = f"cannot list {self.root}: {exc.strerror or exc}"
+            log.error("checkpoint watcher: %s", self.last_error)
+            return {}
+        for step, (top, path) in found.items():
             if step <= floor:
                 continue
             out[step] = Seen(
@@ -131,10 +138,20 @@ class CheckpointWatcher:
         return out
 
     async def scan(self) -> dict[int, Seen]:
-        """One look at the directory, shared by everyone asking while it runs."""
-        if self._scan_task is None or self._scan_task.done():
+        """A look at the directory that began after this call: a look begun earlier could
+        predate the step this caller's samples were generated after. Callers share looks."""
+        arrived = time.monotonic()
+        while True:
+            task = self._scan_task
+            if task is not None and self._scan_began >= arrived:
+                break  # begun after we arrived: share it
+            if task is not None and not task.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)  # an older look: let it end, then look anew
+                continue
+            self._scan_began = time.monotonic()
             self._scan_task = asyncio.ensure_future(asyncio.to_thread(self._scan))
-        seen = await asyncio.shield(self._scan_task)
+        seen = await asyncio.shield(task)
         self._seen = seen
         self._update_pending(seen)
         return seen
