@@ -136,6 +136,11 @@ class GroupIncompleteError(DeadlineExceededError):
     """504 `group_incomplete`: a held group did not get all its samples within its hold time."""
 
 
+class CheckpointPendingError(DeadlineExceededError):
+    """504 `checkpoint_pending`: the server's checkpoint watcher saw a newer step directory and
+    did not load it within --watch-wait-s (still being written, or stalled)."""
+
+
 class BodyTimeoutError(VigorServerError):
     """408 `body_timeout`: the server stopped waiting for the rest of the request body."""
 
@@ -176,5 +181,6 @@ ERRORS_BY_STATUS: dict[int, type[VigorServerError]] = {
 ERRORS_BY_CODE: dict[str, type[VigorServerError]] = {
     "transfer_state": TransferStateError,
     "group_incomplete": GroupIncompleteError,
+    "checkpoint_pending": CheckpointPendingError,
     "body_timeout": BodyTimeoutError,
 }
