@@ -37,7 +37,7 @@ def limits_of(s: Settings) -> Limits:
     )
 
 
-def staleness_guard(s: Settings, metrics: Metrics) -> StalenessGuard:
+def staleness_guard(s: Settings, metrics: Metrics, slot: ServingSlot) -> StalenessGuard:
     guard = StalenessGuard(
         s.expects_updates,
         s.stale_after_requests,
@@ -45,7 +45,7 @@ def staleness_guard(s: Settings, metrics: Metrics) -> StalenessGuard:
         on_stale=metrics.stale_warnings.inc,
         on_stale_request=metrics.stale_requests.inc,
     )
-    metrics.weights_stale.set_function(lambda: 1.0 if guard.stale else 0.0)
+    metrics.weights_stale.set_function(lambda: 1.0 if guard.stale_at(slot.version) else 0.0)
     return guard
 
 
@@ -81,7 +81,7 @@ class Runtime:
         )
         assembler = self.pipeline.assembler
         self.weights = WeightPlane(s, self.slot, self.worker, self.metrics)
-        self.staleness = staleness_guard(s, self.metrics)
+        self.staleness = staleness_guard(s, self.metrics, self.slot)
         self.watcher = follow_checkpoints(s, self.slot, self.weights.reload, self.metrics)
         if self.watcher is not None:
             self.pipeline.before_scoring = self.watcher.wait_current

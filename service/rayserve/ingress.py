@@ -47,7 +47,7 @@ class IngressRuntime:
         self.weights = ClusterWeights(s, self.slot, self.metrics, self.ledger, replicas)
         # The watcher lives here, in the one ingress: it reloads every replica through the
         # ledger, as /admin/weights/reload does.
-        self.staleness = staleness_guard(s, self.metrics)
+        self.staleness = staleness_guard(s, self.metrics, self.slot)
         self.watcher = follow_checkpoints(s, self.slot, self.weights.reload, self.metrics)
         if self.watcher is not None:
             self.pipeline.before_scoring = self.watcher.wait_current

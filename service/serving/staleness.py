@@ -72,11 +72,15 @@ class StalenessGuard:
             if self._on_stale_request is not None:
                 self._on_stale_request()
 
+    def stale_at(self, version: int) -> bool:
+        """Flagged, and the served version is still the one flagged (a new one clears it)."""
+        return self.stale and self._version == version
+
     def status(self, version: int) -> StaleStatus:
         same = self._version == version
         return StaleStatus(
             expects_updates=self.expects_updates,
-            stale=self.stale and same,
+            stale=self.stale_at(version),
             requests_at_version=self._count if same else 0,
             seconds_at_version=round(self._clock() - self._since, 3) if same else 0.0,
             warning=self.warning if same else None,

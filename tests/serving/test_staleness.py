@@ -79,6 +79,9 @@ def test_on_a_real_server_the_warning_shows_in_metrics_and_model_info_until_weig
         body = save({k: v.contiguous() for k, v in new.items() if k != "lm_head.weight"})
         r = admin(srv.url, "POST", "/admin/weights/push", content=body)
         assert r.status_code == 200, r.text
+        # Cleared as soon as the version moves, before any scoring call.
+        assert model_info(srv.url)["staleness"]["stale"] is False
+        assert metric(srv.url, "vigor_weights_stale") == 0
         assert scores(srv.url)[0] == 1
         assert model_info(srv.url)["staleness"]["stale"] is False
         assert metric(srv.url, "vigor_weights_stale") == 0
