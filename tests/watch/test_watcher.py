@@ -288,3 +288,13 @@ def test_verl_layout_with_its_tracker_file_loads_once_the_tracker_names_the_step
         (ckpts / "latest_checkpointed_iteration.txt").write_text("2")
         wait_for(lambda: model_info(srv.url)["weight_version"] == 2, what="step 2")
         assert scores(srv.url)[1] == pytest.approx(fresh_scores(step2), rel=1e-6)
+
+
+def test_vigor_serve_refuses_a_watch_dir_outside_the_allowed_dirs_before_loading(tmp_path, capsys):
+    from vigor_service.cli import main
+
+    code = main(
+        ["--watch-dir", str(tmp_path / "ckpt"), "--allowed-weights-dir", str(tmp_path / "other")]
+    )
+    assert code == 2
+    assert "outside --allowed-weights-dir" in capsys.readouterr().err
