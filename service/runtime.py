@@ -78,6 +78,7 @@ class Runtime:
             hold_s=s.group_hold_s,
             max_held_samples=s.max_held_samples,
             max_held_bytes=s.max_held_bytes,
+            variants=s.reward_variants(),
         )
         assembler = self.pipeline.assembler
         self.weights = WeightPlane(s, self.slot, self.worker, self.metrics)

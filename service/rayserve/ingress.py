@@ -43,6 +43,7 @@ class IngressRuntime:
             hold_s=s.group_hold_s,
             max_held_samples=s.max_held_samples,
             max_held_bytes=s.max_held_bytes,
+            variants=s.reward_variants(),
         )
         self.weights = ClusterWeights(s, self.slot, self.metrics, self.ledger, replicas)
         # The watcher lives here, in the one ingress: it reloads every replica through the

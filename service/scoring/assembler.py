@@ -201,6 +201,7 @@ class GroupAssembler:
             signals=list(request.signals),
             min_weight_version=request.min_weight_version,
             wait_s=request.wait_s,
+            reward_spec=request.reward_spec,  # type: ignore[arg-type]  (resolved by the pipeline)
         )
         pending.timer = asyncio.get_running_loop().call_later(hold_s, self._expire, pending)
         self._pending[key] = pending
@@ -237,6 +238,7 @@ class GroupAssembler:
             shaping=pending.shaping,
             min_weight_version=pending.min_weight_version,
             wait_s=pending.wait_s,
+            reward_spec=pending.reward_spec,
         )
         try:
             response = await self._run(request, [[s.sequence for s in samples]])

@@ -6,9 +6,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from vigor_client.schema import RewardSpec
+from vigor_client.wire import ErrorCode
+
 from ..engine.types import TokenSequence
 
-INCOMPLETE = "group_incomplete"
+# A held sample's `reason` when its group never completed: the same code as the 504's.
+INCOMPLETE = ErrorCode.GROUP_INCOMPLETE.value
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class PendingGroup:
     signals: list[str]
     min_weight_version: int | None
     wait_s: float
+    reward_spec: RewardSpec | None = None  # resolved by the pipeline before a sample is held
     samples: list[HeldSample] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)

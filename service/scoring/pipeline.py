@@ -15,9 +15,12 @@ from vigor_client.schema import (
     GroupResult,
     OpenRLHFRequest,
     OpenRLHFResponse,
+    RewardSpec,
     RewardsRequest,
     RewardsResponse,
 )
+from vigor_client.variants import needed_signals
+from vigor_client.wire import GROUP_HOLD_S
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
@@ -29,6 +32,7 @@ from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
 from .response import build_response, signal_reasons
 from .scheduler import Scheduler
+from .variants import RewardVariants
 
 OnScored = Callable[[RewardsResponse], None]
 # Waits until no newer weights are on their way (the checkpoint watcher), before each engine call.
@@ -48,11 +52,13 @@ class ScoringPipeline:
         on_scored: OnScored | None = None,
         *,
         before_scoring: BeforeScoring | None = None,
-        hold_s: float = 120.0,
+        hold_s: float = GROUP_HOLD_S,
         max_held_samples: int = 65536,
         max_held_bytes: int = 256 << 20,
+        variants: RewardVariants | None = None,
     ) -> None:
         self.slot = slot
+        self.variants = variants or RewardVariants()
         self.scheduler = scheduler
         self._limits = limits
         self._on_scored = on_scored
@@ -70,9 +76,17 @@ class ScoringPipeline:
             return self._limits
         return dataclasses.replace(self._limits, max_sequence_tokens=served.max_length)
 
+    def with_variant(self, request: RewardsRequest) -> RewardsRequest:
+        """The request with the variant it is scored by spelled out (a held group keeps it)."""
+        if isinstance(request.reward_spec, RewardSpec) and request.focal is None:
+            return request
+        spec = self.variants.resolve(request)
+        return request.model_copy(update={"reward_spec": spec, "focal": None})
+
     async def prepare(self, request: RewardsRequest) -> list[list[TokenSequence]]:
         """Validate and tokenize, naming every problem (422) before anything waits."""
         served = self.slot.require_served()
+        self.variants.resolve(request)
         self.limits.check(request)
         # Tokenizing a large request takes a while: keep it off the event loop.
         groups = await asyncio.to_thread(tokenization_for(served).sequences, request.groups)
@@ -87,14 +101,16 @@ class ScoringPipeline:
         `gone` tells whether the caller left: then nothing is computed for it.
         """
         served = self.slot.require_served()
+        request = self.with_variant(request)
         if request.min_weight_version is not None:
             await self.slot.wait_for_version(request.min_weight_version, request.wait_s)
         if self.before_scoring is not None:
             await self.before_scoring()
         self.slot.require_accepting()
+        needed = needed_signals(request.reward_spec)  # type: ignore[arg-type]  (resolved above)
         outcome = await self.scheduler.submit(
             [seq for group in groups for seq in group],
-            signals=tuple(request.signals),
+            signals=tuple(dict.fromkeys([*request.signals, *needed])),
             temperature=request.temperature,
             deadline_s=request.deadline_s,
             gone=gone,
@@ -110,6 +126,7 @@ class ScoringPipeline:
         `gone` tells whether the caller has left (held samples then await a retry).
         """
         groups = await self.prepare(request)
+        request = self.with_variant(request)
         held = [g.group_size is not None for g in request.groups]
         if not any(held):
             return await self.run(request, groups, gone)
@@ -157,6 +174,7 @@ class ScoringPipeline:
             model=self.slot.require_served().name,
             weight_version=min(versions) if versions else self.slot.version,
             groups=out,
+            reward_spec=request.reward_spec,  # type: ignore[arg-type]  (resolved in score)
         )
 
     async def score_openrlhf(
