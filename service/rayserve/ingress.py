@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from ..metrics import Metrics
-from ..runtime import follow_checkpoints, limits_of, staleness_guard
+from ..runtime import drain, follow_checkpoints, limits_of, staleness_guard, watch, weight_limits_of
 from ..scoring import ScoringPipeline
 from ..serving import ServingSlot
 from ..settings import Settings
@@ -37,7 +37,7 @@ class IngressRuntime:
         self.scheduler = ReplicaScheduler(replicas, self.slot)
         self.pipeline = ScoringPipeline(
             self.slot,
-            self.scheduler,  # type: ignore[arg-type]  (the same submit, on a replica)
+            self.scheduler,  # an EngineQueue: the same submit, made on a replica
             limits_of(s),
             on_scored=self._count_scored,
             hold_s=s.group_hold_s,
@@ -45,24 +45,19 @@ class IngressRuntime:
             max_held_bytes=s.max_held_bytes,
             variants=s.reward_variants(),
         )
-        self.weights = ClusterWeights(s, self.slot, self.metrics, self.ledger, replicas)
+        self.weights = ClusterWeights(
+            weight_limits_of(s), self.slot, self.metrics, self.ledger, replicas
+        )
         # The watcher lives here, in the one ingress: it reloads every replica through the
         # ledger, as /admin/weights/reload does.
         self.staleness = staleness_guard(s, self.metrics, self.slot)
         self.watcher = follow_checkpoints(s, self.slot, self.weights.reload, self.metrics)
         if self.watcher is not None:
             self.pipeline.before_scoring = self.watcher.wait_current
-        assembler = self.pipeline.assembler
-        self.metrics.watch(
-            weight_version=lambda: self.slot.version if self.slot.served is not None else -1,
+        watch(
+            self.metrics, self.slot, self.pipeline, self.weights.staging,
             queue_depth=lambda: self.scheduler.depth,
-            staged_bytes=lambda: self.weights.staging.staged_bytes,
-            ready=lambda: self.slot.ready,
-            held_groups=lambda: assembler.held_groups,
-            held_samples=lambda: assembler.held_samples,
-            held_bytes=lambda: assembler.held_bytes,
-            groups_incomplete=lambda: assembler.incomplete,
-        )
+        )  # fmt: skip
         self._connecting: asyncio.Task | None = None
 
     def _count_scored(self, response) -> None:
@@ -95,12 +90,7 @@ class IngressRuntime:
         log.info("ingress ready: %s at version %d", described["name"], committed)
 
     async def drain(self, timeout: float) -> int:
-        self.slot.draining = True
-        self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
-        end = asyncio.get_running_loop().time() + timeout
-        while self.scheduler.in_flight and asyncio.get_running_loop().time() < end:
-            await asyncio.sleep(0.05)
-        return self.scheduler.in_flight
+        return await drain(self.slot, self.pipeline, self.scheduler, timeout)
 
     async def aclose(self) -> None:
         self.slot.draining = True

@@ -24,14 +24,14 @@ from vigor_client.wire import GROUP_HOLD_S
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
-from ..serving import ServedModel, ServingSlot
+from ..serving import ModelFacts, ServingSlot
 from .assembler import Gone, GroupAssembler
 from .held import SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
 from .response import build_response, signal_reasons
-from .scheduler import Scheduler
+from .scheduler import EngineQueue
 from .variants import RewardVariants
 
 OnScored = Callable[[RewardsResponse], None]
@@ -39,7 +39,7 @@ OnScored = Callable[[RewardsResponse], None]
 BeforeScoring = Callable[[], Awaitable[None]]
 
 
-def tokenization_for(served: ServedModel) -> Tokenization:
+def tokenization_for(served: ModelFacts) -> Tokenization:
     return Tokenization(served.tokenizer, served.vocab_size, served.max_length)
 
 
@@ -47,7 +47,7 @@ class ScoringPipeline:
     def __init__(
         self,
         slot: ServingSlot,
-        scheduler: Scheduler,
+        scheduler: EngineQueue,
         limits: Limits,
         on_scored: OnScored | None = None,
         *,

@@ -7,8 +7,8 @@ loading.py       building a ServedModel from settings and warming it up
 staleness.py     the guard against scoring on weights that never move while updates are expected
 """
 
-from .served_model import ServedModel
+from .served_model import ModelFacts, ServedModel
 from .slot import ServingSlot
 from .worker import EngineWorker
 
-__all__ = ["EngineWorker", "ServedModel", "ServingSlot"]
+__all__ = ["EngineWorker", "ModelFacts", "ServedModel", "ServingSlot"]

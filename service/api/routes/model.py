@@ -18,7 +18,7 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         weight_version=runtime.slot.version,
         device=str(served.device),
         dtype=str(served.dtype).removeprefix("torch."),
-        engine=served.engine.name,
+        engine=served.engine_name,
         num_parameters=served.num_parameters(),
         num_scored_parameters=served.num_scored_parameters(),
         adapter=served.adapter,
