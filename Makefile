@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml setup.py
 	# The trainers' own reward clients, driven by the tests; --no-deps because their pins
 	# (vllm, flash-attn, deepspeed, older transformers) are not what their reward paths need.
 	$(BIN)/python -m pip install --quiet --no-deps openrlhf==0.11.2 verl==0.9.1
+	# OpenRLHF's pinned DeepSpeed, for its checkpoint writer (tests/watch): built against the
+	# venv's torch, no CUDA ops (DS_BUILD_OPS=0; it runs on its CPU accelerator).
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation deepspeed==0.19.6
 	touch $(STAMP)
 
 install: $(STAMP)

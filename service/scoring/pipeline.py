@@ -1,15 +1,15 @@
 """The one path from a validated request to its response, callable without HTTP.
 
-limits → tokenization (in a thread) → wait for the weight version → the scheduler (one engine
-call on the worker, at one version) → response. Both scoring routes, the group assembler and
-replicas call it with plain objects.
+limits → tokenization (in a thread) → wait for the weight version (and for a checkpoint the
+watcher sees on its way) → the scheduler (one engine call on the worker, at one version) →
+response. Both scoring routes, the group assembler and replicas call it with plain objects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from vigor_client.schema import (
     GroupResult,
@@ -35,6 +35,8 @@ from .scheduler import EngineQueue
 from .variants import RewardVariants
 
 OnScored = Callable[[RewardsResponse], None]
+# Waits until no newer weights are on their way (the checkpoint watcher), before each engine call.
+BeforeScoring = Callable[[], Awaitable[None]]
 
 
 def tokenization_for(served: ModelFacts) -> Tokenization:
@@ -49,6 +51,7 @@ class ScoringPipeline:
         limits: Limits,
         on_scored: OnScored | None = None,
         *,
+        before_scoring: BeforeScoring | None = None,
         hold_s: float = GROUP_HOLD_S,
         max_held_samples: int = 65536,
         max_held_bytes: int = 256 << 20,
@@ -59,6 +62,7 @@ class ScoringPipeline:
         self.scheduler = scheduler
         self._limits = limits
         self._on_scored = on_scored
+        self.before_scoring = before_scoring
         self.assembler = GroupAssembler(
             self.run, hold_s=hold_s, max_held_samples=max_held_samples,
             max_held_bytes=max_held_bytes,
@@ -100,6 +104,8 @@ class ScoringPipeline:
         request = self.with_variant(request)
         if request.min_weight_version is not None:
             await self.slot.wait_for_version(request.min_weight_version, request.wait_s)
+        if self.before_scoring is not None:
+            await self.before_scoring()
         self.slot.require_accepting()
         needed = needed_signals(request.reward_spec)  # type: ignore[arg-type]  (resolved above)
         outcome = await self.scheduler.submit(
