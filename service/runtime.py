@@ -15,6 +15,7 @@ from .errors import ModelLoadError
 from .metrics import Metrics
 from .models.loader import LoadedModel, planned_device_type
 from .scoring import ScoringPipeline
+from .scoring.assembler import HoldBounds
 from .scoring.limits import Limits
 from .scoring.scheduler import Scheduler
 from .serving import EngineWorker, ServingSlot
@@ -23,6 +24,17 @@ from .settings import Settings
 from .weights import WeightPlane
 
 log = logging.getLogger(__name__)
+
+
+def hold_bounds_of(s: Settings) -> HoldBounds:
+    return HoldBounds(
+        hold_s=s.group_hold_s,
+        max_hold_s=s.max_group_hold_s,
+        max_held_samples=s.max_held_samples,
+        max_held_bytes=s.max_held_bytes,
+        max_held_samples_per_namespace=s.max_held_samples_per_namespace,
+        max_held_bytes_per_namespace=s.max_held_bytes_per_namespace,
+    )
 
 
 def limits_of(s: Settings) -> Limits:
@@ -56,9 +68,7 @@ class Runtime:
             self.scheduler,
             limits_of(s),
             on_scored=self._count_scored,
-            hold_s=s.group_hold_s,
-            max_held_samples=s.max_held_samples,
-            max_held_bytes=s.max_held_bytes,
+            hold=hold_bounds_of(s),
         )
         assembler = self.pipeline.assembler
         self.weights = WeightPlane(s, self.slot, self.worker, self.metrics)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "default"
@@ -118,11 +118,29 @@ class Settings(BaseSettings):
         description="How long samples of an incomplete group (group_size) are held before they "
         "answer 'group_incomplete'; below OpenRLHF's 180 s client timeout.",
     )
+    max_group_hold_s: float = Field(
+        600.0,
+        gt=0,
+        description="The longest hold_s a caller may ask for; more answers 422.",
+    )
     max_held_samples: int = Field(
         65536, gt=0, description="Most samples held waiting for their groups; more answer 429."
     )
     max_held_bytes: int = Field(
-        256 << 20, gt=0, description="Most bytes of held samples; more answer 429."
+        1 << 30,
+        gt=0,
+        description="Most bytes held for incomplete groups: the bodies of waiting requests and "
+        "every held sample's tokens; more answer 429.",
+    )
+    max_held_samples_per_namespace: int = Field(
+        16384,
+        gt=0,
+        description="Most held samples of one caller (bearer token and run key); more answer 429.",
+    )
+    max_held_bytes_per_namespace: int = Field(
+        256 << 20,
+        gt=0,
+        description="Most held bytes of one caller (bearer token and run key); more answer 429.",
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
@@ -147,6 +165,15 @@ class Settings(BaseSettings):
     )
     replica_num_gpus: float = Field(0, ge=0, description="With --ray: GPUs per scoring replica.")
     replica_num_cpus: float = Field(1, ge=0, description="With --ray: CPUs per scoring replica.")
+
+    @model_validator(mode="after")
+    def _hold_within_ceiling(self) -> Settings:
+        if self.group_hold_s > self.max_group_hold_s:
+            raise ValueError(
+                f"group_hold_s={self.group_hold_s:g} exceeds max_group_hold_s="
+                f"{self.max_group_hold_s:g}"
+            )
+        return self
 
     @field_validator("admin_token", "api_token", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from ..metrics import Metrics
-from ..runtime import limits_of
+from ..runtime import hold_bounds_of, limits_of
 from ..scoring import ScoringPipeline
 from ..serving import ServingSlot
 from ..settings import Settings
@@ -40,9 +40,7 @@ class IngressRuntime:
             self.scheduler,  # type: ignore[arg-type]  (the same submit, on a replica)
             limits_of(s),
             on_scored=lambda response: self.metrics.count_scored(response.groups),
-            hold_s=s.group_hold_s,
-            max_held_samples=s.max_held_samples,
-            max_held_bytes=s.max_held_bytes,
+            hold=hold_bounds_of(s),
         )
         self.weights = ClusterWeights(s, self.slot, self.metrics, self.ledger, replicas)
         assembler = self.pipeline.assembler

@@ -22,8 +22,8 @@ from vigor_client.schema import (
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
 from ..serving import ServedModel, ServingSlot
-from .assembler import Gone, GroupAssembler
-from .held import SampleAnswer
+from .assembler import Gone, GroupAssembler, HoldBounds
+from .held import Caller, SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
@@ -45,18 +45,13 @@ class ScoringPipeline:
         limits: Limits,
         on_scored: OnScored | None = None,
         *,
-        hold_s: float = 120.0,
-        max_held_samples: int = 65536,
-        max_held_bytes: int = 256 << 20,
+        hold: HoldBounds | None = None,
     ) -> None:
         self.slot = slot
         self.scheduler = scheduler
         self._limits = limits
         self._on_scored = on_scored
-        self.assembler = GroupAssembler(
-            self.run, hold_s=hold_s, max_held_samples=max_held_samples,
-            max_held_bytes=max_held_bytes,
-        )  # fmt: skip
+        self.assembler = GroupAssembler(self.run, hold or HoldBounds())
 
     @property
     def limits(self) -> Limits:
@@ -98,10 +93,13 @@ class ScoringPipeline:
             self._on_scored(response)
         return response
 
-    async def score(self, request: RewardsRequest, gone: Gone | None = None) -> RewardsResponse:
+    async def score(
+        self, request: RewardsRequest, gone: Gone | None = None, caller: Caller | None = None
+    ) -> RewardsResponse:
         """Whole groups are scored at once; groups with `group_size` wait for their samples.
 
-        `gone` tells whether the caller has left (held samples then await a retry).
+        `gone` tells whether the caller has left (held samples then await a retry); `caller`
+        is whose namespace held group keys live in.
         """
         groups = await self.prepare(request)
         held = [g.group_size is not None for g in request.groups]
@@ -118,7 +116,7 @@ class ScoringPipeline:
                 ]
             )
         self.slot.require_accepting()
-        answers = await self.assembler.submit(request, groups, gone)
+        answers = await self.assembler.submit(request, groups, gone, caller)
         return self._held_response(request, groups, answers)
 
     def _held_response(
@@ -160,6 +158,7 @@ class ScoringPipeline:
         group_size: int | None = None,
         hold_s: float | None = None,
         gone: Gone | None = None,
+        caller: Caller | None = None,
     ) -> OpenRLHFResponse:
         """OpenRLHF's /get_reward: split, regroup by prompt, score, scatter back.
 
@@ -167,6 +166,11 @@ class ScoringPipeline:
         ≥ 0.9.1 posts one sample per call); without it the batch must hold whole groups.
         """
         served = self.slot.require_served()
+        ceiling = self.assembler.bounds.max_hold_s
+        if hold_s is not None and hold_s > ceiling:
+            raise InvalidInputError(
+                [InputProblem("hold_s", f"{hold_s:g} exceeds max_group_hold_s={ceiling:g}")]
+            )
         if not body.query:
             return OpenRLHFResponse(
                 rewards=[], scores=[], extra_logs={}, model=served.name,
@@ -195,7 +199,7 @@ class ScoringPipeline:
             ]
         request = RewardsRequest(groups=groups, signals=signals)
         try:
-            result = await self.score(request, gone)
+            result = await self.score(request, gone, caller)
         except InvalidInputError as exc:
             raise relocate(exc, plan) from None
         return to_response(result, plan)
