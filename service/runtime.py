@@ -43,7 +43,7 @@ def limits_of(s: Settings) -> Limits:
         max_groups=s.max_groups,
         max_completions_per_group=s.max_completions_per_group,
         max_sequence_tokens=s.max_sequence_tokens or 0,
-        max_request_tokens=s.max_request_tokens,
+        max_request_tokens=s.max_request_tokens or 0,  # 0: the served model's default
     )
 
 

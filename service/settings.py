@@ -94,11 +94,12 @@ class Settings(BaseSettings):
     )
     max_groups: int = Field(1024, gt=0, description="Most groups in one scoring request.")
     max_completions_per_group: int = Field(512, gt=0, description="Most completions in one group.")
-    max_request_tokens: int = Field(
-        65536,
+    max_request_tokens: int | None = Field(
+        None,
         gt=0,
         description="Most tokens (prompt + completion, summed over its sequences) in one scoring "
-        "request; more answer 413.",
+        "request; more answer 413. Default 65536; on CPU eight of the longest sequences, at most "
+        "65536 (reported in /v1/model).",
     )
     header_timeout_s: float = Field(
         10.0, gt=0, description="A connection whose request headers take longer is closed."
@@ -110,7 +111,11 @@ class Settings(BaseSettings):
         "connection closed.",
     )
     max_sequence_tokens: int | None = Field(
-        None, gt=0, description="Longest prompt + completion; default and cap: the model's context."
+        None,
+        gt=0,
+        description="Longest prompt + completion; cap: the model's context. Default: the context; "
+        "on CPU what half the machine's memory holds at the model's activation cost per token "
+        "(docs/reliability.md; reported in /v1/model).",
     )
     group_hold_s: float = Field(
         120.0,

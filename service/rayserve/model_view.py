@@ -15,6 +15,7 @@ class ModelView:
         self.tokenizer = described["tokenizer"]
         self.vocab_size: int = described["vocab_size"]
         self.max_length: int = described["max_length"]
+        self.max_request_tokens: int = described["max_request_tokens"]
         self.device: str = described["device"]
         self.dtype: str = described["dtype"]
         self.engine = SimpleNamespace(name=described["engine"])

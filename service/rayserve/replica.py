@@ -85,6 +85,7 @@ class ScoringReplica:
             "tokenizer": served.tokenizer,
             "vocab_size": served.vocab_size,
             "max_length": served.max_length,
+            "max_request_tokens": served.max_request_tokens,
             "device": str(served.device),
             "dtype": str(served.dtype).removeprefix("torch."),
             "engine": served.engine.name,

@@ -55,11 +55,16 @@ class ScoringPipeline:
 
     @property
     def limits(self) -> Limits:
-        """The configured limits, the sequence cap lowered to the served model's context."""
+        """The configured limits, completed by the served model: its context caps the sequence
+        length, and its defaults (on CPU: from memory, see serving/token_budget.py) fill in."""
         served = self.slot.served
         if served is None:
             return self._limits
-        return dataclasses.replace(self._limits, max_sequence_tokens=served.max_length)
+        return dataclasses.replace(
+            self._limits,
+            max_sequence_tokens=served.max_length,
+            max_request_tokens=self._limits.max_request_tokens or served.max_request_tokens,
+        )
 
     async def prepare(self, request: RewardsRequest) -> list[list[TokenSequence]]:
         """Validate and tokenize, naming every problem (422) before anything waits."""
