@@ -2,7 +2,7 @@
 
 Sans-IO, like the push plan: `exchange` is a generator that yields a request to send or a pause
 to take and receives the response (or has the transport error thrown in); the sync and async
-clients drive it with `drive_sync` / `drive_async` and differ only in how they send and sleep.
+clients run it with the one driver in _drive.py and differ only in how they send and sleep.
 
 Which calls are repeated (`Idempotency`, set by the request-building core):
 - SAFE: scoring, model info, staging an upload bucket (the server accepts a tensor again when it
@@ -19,24 +19,27 @@ Which calls are repeated (`Idempotency`, set by the request-building core):
 
 What is retried: connection failures (refused, dropped, closed without an answer) and the statuses
 in `RetryPolicy.statuses` (429, 502, 503), waiting `Retry-After` when the server sends it, else an
-exponential backoff with jitter. Not retried: a read timeout (the client's timeout already exceeds
-the server's own bounds — wait_s, deadline_s, the admin timeout — by a margin, so the server is
-stuck and a repeat would double its load), 409 (the server already waited wait_s), 504 (the
-caller's deadline has passed) and every other 4xx / 5xx.
+exponential backoff, both with jitter. How long: `max_retries` repeats of a failure, and a busy
+answer (429 with Retry-After: the server is alive and says when to come back) repeated apart from
+that count, as the trainers' own clients ride out a busy server (OpenRLHF and TRL's VLLMClient
+try 5 times, verl 16); all of it within `max_elapsed_s`. Not retried: a read timeout (the
+client's timeout already exceeds the server's own bounds — wait_s, deadline_s, the admin
+timeout — by a margin, so the server is stuck and a repeat would double its load), 409 (the
+server already waited wait_s), 504 (the caller's deadline has passed) and every other 4xx / 5xx.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import random
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
+from ._drive import Pause
 from .errors import (
     StaleWeightsError,
     VigorConnectionError,
@@ -45,6 +48,7 @@ from .errors import (
     VigorTimeoutError,
 )
 from .schema import WeightUpdate
+from .wire import ErrorCode
 
 
 class Idempotency(enum.Enum):
@@ -57,9 +61,12 @@ class Idempotency(enum.Enum):
 class RetryPolicy:
     """How often and how patiently a request is repeated; `RetryPolicy(max_retries=0)` never.
 
-    The n-th retry waits `Retry-After` when the answer carried one (refusing to wait longer than
-    `max_retry_after_s`), else `min(max_backoff_s, backoff_s · 2^(n−1))` shortened by up to
-    `jitter` of itself at random, so that many clients refused at once do not return at once.
+    A retry after a failure counts against `max_retries`; one after a busy answer (429 with
+    Retry-After) against `busy_retries` (None: no count, only the time budget). Every retry must
+    end within `max_elapsed_s` of the first try (None: no budget). The n-th retry waits
+    `Retry-After` lengthened by up to `jitter` of itself at random (refusing a Retry-After longer
+    than `max_retry_after_s`), else `min(max_backoff_s, backoff_s · 2^(n−1))` shortened by up to
+    `jitter` of itself: clients refused at once do not all return at once and collide again.
     """
 
     max_retries: int = 3
@@ -69,10 +76,22 @@ class RetryPolicy:
     max_retry_after_s: float = 120.0
     statuses: frozenset[int] = field(default=frozenset({429, 502, 503}))
     seed: int | None = None  # for reproducible jitter in tests
+    busy_retries: int | None = None
+    # Above a scoring call's own bound (120 s + margin): a busy server gets more than one pass.
+    max_elapsed_s: float | None = 300.0
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, not {self.max_retries}")
+        if self.busy_retries is not None and self.busy_retries < 0:
+            raise ValueError(f"busy_retries must be >= 0 or None, not {self.busy_retries}")
+        if self.max_elapsed_s is not None and not self.max_elapsed_s > 0:
+            raise ValueError(f"max_elapsed_s must be > 0 or None, not {self.max_elapsed_s}")
+        if self.busy_retries is None and self.max_elapsed_s is None and self.max_retries:
+            raise ValueError(
+                "busy_retries=None needs a max_elapsed_s: a busy server is repeated "
+                "until the time budget runs out"
+            )
         if self.backoff_s < 0 or self.max_backoff_s < 0 or self.max_retry_after_s < 0:
             raise ValueError("backoff_s, max_backoff_s and max_retry_after_s must be >= 0")
         if not 0.0 <= self.jitter <= 1.0:
@@ -83,6 +102,12 @@ class RetryPolicy:
         """The pause before retry number `retry` (1-based) without a Retry-After."""
         full = min(self.max_backoff_s, self.backoff_s * 2.0 ** (retry - 1))
         return full * (1.0 - self.jitter * rng.random())
+
+    def after(self, retry_after: float, rng: random.Random) -> float:
+        """The pause a Retry-After asks for, lengthened (never shortened: the server asked for at
+        least that) by up to `jitter` of itself, within `max_retry_after_s`."""
+        longer = retry_after * (1.0 + self.jitter * rng.random())
+        return max(retry_after, min(self.max_retry_after_s, longer))
 
 
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -97,11 +122,6 @@ def as_policy(value: RetryPolicy | int | None) -> RetryPolicy:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"retry= takes a RetryPolicy, an int or None, not {type(value).__name__}")
     return RetryPolicy(max_retries=value)
-
-
-@dataclass(frozen=True)
-class Pause:
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -133,8 +153,16 @@ def passing(error: VigorError, statuses: frozenset[int] = RetryPolicy().statuses
     return isinstance(error, VigorServerError) and error.status in statuses
 
 
-def _verdict(policy: RetryPolicy, req: Any, error: VigorError, done: int) -> str | None:
-    """None to retry, else why not ("" when there is nothing worth saying)."""
+def busy(error: VigorError) -> bool:
+    """A 429 with Retry-After: the server is alive and answering, and says when to come back."""
+    if not isinstance(error, VigorServerError):
+        return False
+    return error.status == 429 and error.retry_after is not None
+
+
+def _verdict(policy: RetryPolicy, req: Any, error: VigorError, done: list[bool]) -> str | None:
+    """None to retry, else why not ("" when there is nothing worth saying); `done` says of each
+    earlier retry whether it followed a busy answer."""
     if not passing(error, policy.statuses):
         if isinstance(error, VigorTimeoutError) and error.request_sent:
             return "not retried: a read timeout means the server exceeded its own bounds"
@@ -142,8 +170,13 @@ def _verdict(policy: RetryPolicy, req: Any, error: VigorError, done: int) -> str
     never_sent = isinstance(error, VigorConnectionError) and not error.request_sent
     if req.idempotency is Idempotency.NONE and not never_sent:
         return f"not retried: {req.method} {req.path} is not idempotent ({req.why_not_idempotent})"
-    if done >= policy.max_retries:
-        return f"gave up: retry bound max_retries={policy.max_retries} reached" if done else ""
+    if policy.max_retries == 0:
+        return ""
+    if busy(error) and policy.busy_retries is not None and sum(done) >= policy.busy_retries:
+        return f"gave up: busy_retries={policy.busy_retries} reached"
+    failures = len(done) - sum(done)
+    if not busy(error) and failures >= policy.max_retries:
+        return f"gave up: retry bound max_retries={policy.max_retries} reached"
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None and retry_after > policy.max_retry_after_s:
         return (
@@ -157,7 +190,7 @@ def _is_own_version(error: VigorError, req: Any) -> bool:
     return (
         req.idempotency is Idempotency.BY_VERSION
         and isinstance(error, StaleWeightsError)
-        and error.code == "version_conflict"
+        and error.code == ErrorCode.VERSION_CONFLICT
         and req.version is not None
         and error.current_weight_version == req.version
     )
@@ -175,6 +208,7 @@ def exchange(
 ) -> Exchange:
     """Send `req` until it succeeds or the policy says stop; raise the last error, annotated."""
     history: list[VigorError] = []
+    done: list[bool] = []  # per retry so far: did it follow a busy answer
     start = time.monotonic()
     unanswered = False  # an earlier try may have taken effect without us hearing of it
     while True:
@@ -190,53 +224,25 @@ def exchange(
             if unanswered and _is_own_version(server_error, req):
                 return Recovered(req.version)
             error = server_error
-        why = _verdict(policy, req, error, len(history))
+        why = _verdict(policy, req, error, done)
+        pause = 0.0
+        if why is None:
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                pause = policy.after(retry_after, rng)
+            else:
+                pause = policy.backoff(len(history) + 1, rng)
+            budget = policy.max_elapsed_s
+            if budget is not None and time.monotonic() - start + pause > budget:
+                why = f"gave up: the next try would start after max_elapsed_s={budget:g}"
         if why is not None:
             error.record_attempts(history, time.monotonic() - start, why)
             raise error
         if isinstance(error, VigorConnectionError) and error.request_sent:
             unanswered = True
         history.append(error)
-        retry_after = getattr(error, "retry_after", None)
-        pause = retry_after if retry_after is not None else policy.backoff(len(history), rng)
+        done.append(busy(error))
         yield Pause(pause)
-
-
-def drive_sync(gen: Exchange, send: Callable[[Any], httpx.Response]) -> Any:
-    """Run an exchange: send its requests with `send` (which raises VigorConnectionError)."""
-    try:
-        step = next(gen)
-        while True:
-            if isinstance(step, Pause):
-                time.sleep(step.seconds)
-                step = gen.send(None)
-                continue
-            try:
-                answer = send(step)
-            except VigorConnectionError as exc:
-                step = gen.throw(exc)
-            else:
-                step = gen.send(answer)
-    except StopIteration as stop:
-        return stop.value
-
-
-async def drive_async(gen: Exchange, send: Callable[[Any], Awaitable[httpx.Response]]) -> Any:
-    try:
-        step = next(gen)
-        while True:
-            if isinstance(step, Pause):
-                await asyncio.sleep(step.seconds)
-                step = gen.send(None)
-                continue
-            try:
-                answer = await send(step)
-            except VigorConnectionError as exc:
-                step = gen.throw(exc)
-            else:
-                step = gen.send(answer)
-    except StopIteration as stop:
-        return stop.value
 
 
 __all__ = [
@@ -245,8 +251,7 @@ __all__ = [
     "RecoveredUpdate",
     "RetryPolicy",
     "as_policy",
-    "drive_async",
-    "drive_sync",
+    "busy",
     "exchange",
     "passing",
 ]

@@ -2,7 +2,8 @@
 
 torch and safetensors are imported only here, and only when a push is made: the base client stays
 torch-free. The sequences are generators that yield (request, response model) and receive the
-parsed answer, so the sync and async clients drive the same steps and only send differently.
+parsed answer, so the sync and async clients run the same steps with the one driver (_drive.py)
+and only send differently.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import struct
 from collections.abc import Generator, Mapping
 from typing import Any
 
-from ._core import PreparedRequest, RequestCore
+from ._requests import PreparedRequest, RequestCore
 from ._retry import RecoveredUpdate
 from .errors import NotFoundError
 from .schema import ModelInfo, UploadStatus, WeightUpdate
-from .wire import ADAPTER_CONFIG_KEY, SAFETENSORS_DTYPES
+from .wire import ADAPTER_CONFIG_KEY, SAFETENSORS_DTYPES, ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def push_plan(
             try:
                 return (yield from _upload(core, tensors, groups, version, full, timeout, bar))
             except NotFoundError as exc:
-                if exc.code != "upload_not_found" or start == restarts:
+                if exc.code != ErrorCode.UPLOAD_NOT_FOUND or start == restarts:
                     raise
                 log.warning("upload gone (%s); starting the push over", exc.message)
                 bar.reset()
@@ -266,33 +267,4 @@ def adapter_body(source: Any, config: Any) -> TensorBody:
     return serialize(named_tensors(source), {ADAPTER_CONFIG_KEY: text})
 
 
-def drive_sync(plan: Plan, call) -> WeightUpdate:
-    """Run a plan, `call(request, model)` sending each step; exceptions go back into the plan."""
-    try:
-        step = next(plan)
-        while True:
-            try:
-                answer = call(*step)
-            except BaseException as exc:
-                step = plan.throw(exc)
-            else:
-                step = plan.send(answer)
-    except StopIteration as stop:
-        return stop.value
-
-
-async def drive_async(plan: Plan, call) -> WeightUpdate:
-    try:
-        step = next(plan)
-        while True:
-            try:
-                answer = await call(*step)
-            except BaseException as exc:
-                step = plan.throw(exc)
-            else:
-                step = plan.send(answer)
-    except StopIteration as stop:
-        return stop.value
-
-
-__all__ = ["DEFAULT_BUCKET_BYTES", "adapter_body", "drive_async", "drive_sync", "push_plan"]
+__all__ = ["DEFAULT_BUCKET_BYTES", "adapter_body", "push_plan"]

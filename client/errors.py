@@ -3,18 +3,24 @@
 VigorError
 ├── VigorConnectionError        the server could not be reached or the transport failed
 │   └── VigorTimeoutError       no answer within the client's timeout
-├── VigorProtocolError          the server answered something that is not our wire format
+├── VigorProtocolError          an answer not in our wire format, or not answering the request
 ├── VigorServerError            the server answered an error: .status, .code, .message
-    ├── InvalidRequestError     400 / 422 — the message names the group, completion, field
-    ├── AuthenticationError     401 — no token sent
-    ├── PermissionDeniedError   403 — wrong token, or a path outside the allowed dirs
-    ├── NotFoundError           404
-    ├── StaleWeightsError       409 — .current_weight_version says what is served
-    ├── PayloadTooLargeError    413
-    ├── OverloadedError         429 — .retry_after seconds
-    ├── NotReadyError           503
+│   ├── InvalidRequestError     400 / 422 — the message names the group, completion, field
+│   ├── AuthenticationError     401 — no token sent
+│   ├── PermissionDeniedError   403 — wrong token, or a path outside the allowed dirs
+│   ├── NotFoundError           404
+│   ├── BodyTimeoutError        408 body_timeout — the server stopped waiting for the body
+│   ├── StaleWeightsError       409 — .current_weight_version says what is served
+│   ├── TransferStateError      409 transfer_state — a transfer call out of order
+│   ├── PayloadTooLargeError    413
+│   ├── OverloadedError         429 — .retry_after seconds
+│   ├── NotReadyError           503
 │   └── DeadlineExceededError   504
-└── WeightSyncError             a broadcast weight change left replicas on different versions
+│       └── GroupIncompleteError  504 group_incomplete — a held group never became whole
+├── WeightSyncError             a broadcast weight change left replicas on different versions
+├── TransferError               (distributed.control) a transfer step failed on some servers
+└── GroupIncompleteError        (integrations.trl.results) a group spanning processes never
+                                completed: the TRL reward function refuses to guess its ranks
 
 Every error a call raises carries `.attempts` (how many times the request was sent; 1 when it was
 not retried) and `.history` (the error of each earlier attempt, oldest first); when there were
@@ -23,6 +29,8 @@ request may have reached the server (False: the connection was never made).
 """
 
 from __future__ import annotations
+
+from .wire import ErrorCode
 
 
 class VigorError(Exception):
@@ -172,9 +180,41 @@ ERRORS_BY_STATUS: dict[int, type[VigorServerError]] = {
     504: DeadlineExceededError,
 }
 
-# Where one status carries several meanings, the error code picks the class.
-ERRORS_BY_CODE: dict[str, type[VigorServerError]] = {
-    "transfer_state": TransferStateError,
-    "group_incomplete": GroupIncompleteError,
-    "body_timeout": BodyTimeoutError,
+# Every code the server sends, and the class it raises. A status alone picks the class when the
+# code is not ours (a proxy's answer, or `http_error`); where one status carries several meanings
+# (409, 504), the code picks.
+ERRORS_BY_CODE: dict[ErrorCode, type[VigorServerError]] = {
+    ErrorCode.INTERNAL_ERROR: VigorServerError,
+    ErrorCode.UNSUPPORTED_MODEL: VigorServerError,
+    ErrorCode.INVALID_REQUEST: InvalidRequestError,
+    ErrorCode.WEIGHTS_REJECTED: InvalidRequestError,
+    ErrorCode.NOT_READY: NotReadyError,
+    ErrorCode.MODEL_LOAD_FAILED: NotReadyError,
+    ErrorCode.STALE_WEIGHT_VERSION: StaleWeightsError,
+    ErrorCode.VERSION_CONFLICT: StaleWeightsError,
+    ErrorCode.TRANSFER_STATE: TransferStateError,
+    ErrorCode.LIMIT_EXCEEDED: PayloadTooLargeError,
+    ErrorCode.OVERLOADED: OverloadedError,
+    ErrorCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    ErrorCode.GROUP_INCOMPLETE: GroupIncompleteError,
+    ErrorCode.BODY_TIMEOUT: BodyTimeoutError,
+    ErrorCode.CLIENT_DISCONNECTED: VigorServerError,
+    ErrorCode.PATH_NOT_ALLOWED: PermissionDeniedError,
+    ErrorCode.UPLOAD_NOT_FOUND: NotFoundError,
+    ErrorCode.NO_ADAPTER: NotFoundError,
+    ErrorCode.TRANSFER_FAILED: VigorServerError,
+    ErrorCode.INVALID_BODY: InvalidRequestError,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: VigorServerError,
+    ErrorCode.BAD_REQUEST: InvalidRequestError,
+    ErrorCode.UNAUTHORIZED: AuthenticationError,
+    ErrorCode.FORBIDDEN: PermissionDeniedError,
+    ErrorCode.NOT_FOUND: NotFoundError,
+    ErrorCode.METHOD_NOT_ALLOWED: VigorServerError,
 }
+
+
+def error_class(status: int, code: str) -> type[VigorServerError]:
+    """The class an error answer raises: by its code when the code is ours, else by status."""
+    if code in ERRORS_BY_CODE:
+        return ERRORS_BY_CODE[ErrorCode(code)]
+    return ERRORS_BY_STATUS.get(status, VigorServerError)

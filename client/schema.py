@@ -33,7 +33,9 @@ def _path_text(text: str) -> str:
 StrictStr = Annotated[str, Field(strict=True), AfterValidator(_encodable)]
 PathStr = Annotated[StrictStr, AfterValidator(_path_text)]
 Number = Annotated[float, Field(strict=True)]  # a JSON number: "2" is refused, not read as 2.0
-SignalName = Literal["logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity"]
+SignalName = Literal[
+    "logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity", "prob_mean"
+]
 Shaping = Literal["rank", "none"]
 GroupId = StrictStr | StrictInt | None
 TokenId = Annotated[StrictInt, Field(ge=0)]
@@ -44,6 +46,103 @@ HoldSeconds = Annotated[Number, Field(gt=0, le=3600, allow_inf_nan=False)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --- reward variants (the reference trainer's options, and fitted combinations) --------------
+FocalMetric = Literal["entropy", "p_norm"]
+# The reference reads `kl_entropy_pnorm_target` with 0.9 as its fallback; under p_norm a target
+# of None would weight nothing, so the service uses 0.9 when a request gives none.
+DEFAULT_PNORM_TARGET = 0.9
+# What a combination may weigh: the VIGOR score (focal-weighted when the spec has focal), a
+# signal of the same pass at temperature 1, or the completion's token count.
+FeatureName = Literal[
+    "vigor", "logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity",
+    "prob_mean", "num_tokens",
+]  # fmt: skip
+SpecName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
+
+
+class Focal(_Strict):
+    """The reference trainer's focal weighting (`kl_entropy_weighting_enabled`): before ranking,
+    the raw score is multiplied by `base ** lambda`, where with metric `entropy` base is the mean
+    token entropy + 1e-6 (only below `target`, if given; else 1), and with `p_norm` base is
+    `max(1 - p_norm, 1e-6)` only where p_norm (the mean token probability) exceeds `target`.
+    Both read the same pass's logits at temperature 1, as the reference does."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    enabled: bool = Field(True, description="false: no weighting (turns a server default off).")
+    metric: FocalMetric = "entropy"
+    lam: Annotated[Number, Field(ge=-4, le=4, allow_inf_nan=False)] = Field(
+        -0.5,
+        alias="lambda",
+        description="The exponent (reference `kl_entropy_focal_lambda`; the paper's −0.5). "
+        "Negative lambda raises the score's magnitude for confident completions.",
+    )
+    target: Annotated[Number, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="entropy: weight only completions with entropy + 1e-6 below it (none: "
+        f"all); p_norm: weight only those with p_norm above it (default {DEFAULT_PNORM_TARGET}).",
+    )
+
+    @model_validator(mode="after")
+    def _target_fits_metric(self) -> Focal:
+        if self.metric == "p_norm":
+            if self.target is None:
+                if "target" in self.model_fields_set:
+                    raise ValueError(
+                        "target: null under p_norm weights no completion (the reference then "
+                        "leaves every score as it is); give a number in (0, 1) or omit it for "
+                        f"{DEFAULT_PNORM_TARGET}"
+                    )
+                self.target = DEFAULT_PNORM_TARGET
+            elif not self.target < 1:
+                raise ValueError(
+                    f"target: {self.target} under p_norm weights no completion (p_norm is at "
+                    "most 1); give a number in (0, 1)"
+                )
+        return self
+
+    @property
+    def label(self) -> str:
+        if not self.enabled:
+            return "off"
+        target = "" if self.target is None else f", target={self.target:g}"
+        return f"focal({self.metric}, lambda={self.lam:g}{target})"
+
+
+class RewardSpec(_Strict):
+    """A reward variant, as `vigor-eval` writes it and the server applies it: the score that is
+    ranked (or returned as is with shaping "none") is `sum(weights[f] * f)` over the features,
+    or the (focal-weighted) VIGOR score alone when `weights` is absent."""
+
+    name: SpecName
+    focal: Focal | None = None
+    weights: dict[FeatureName, Annotated[Number, Field(allow_inf_nan=False)]] | None = Field(
+        None, description="A linear combination of same-pass features (vigor-eval fits it)."
+    )
+    about: dict[str, Any] | None = Field(
+        None, description="Provenance (what it was fitted on, its held-out AUROC); not used."
+    )
+
+    @model_validator(mode="after")
+    def _weights_not_empty(self) -> RewardSpec:
+        if self.weights is not None and not any(w != 0 for w in self.weights.values()):
+            raise ValueError("weights: give at least one non-zero weight (or omit weights)")
+        return self
+
+    @property
+    def label(self) -> str:
+        """Which variant produced a score, for responses, logs and reports."""
+        parts = [self.name]
+        if self.focal is not None and self.focal.enabled:
+            parts.append(self.focal.label)
+        if self.weights is not None:
+            parts.append(" + ".join(f"{w:.4g}*{f}" for f, w in self.weights.items()))
+        return " | ".join(parts)
+
+
+PLAIN_SPEC_NAME = "vigor"  # the plain VIGOR score, no weighting: every server knows this name
 
 
 class Message(_Strict):
@@ -142,8 +241,24 @@ class RewardsRequest(_Strict):
     hold_s: HoldSeconds | None = Field(
         None, description="Default hold_s for the groups with group_size that set none."
     )
+    focal: Focal | None = Field(
+        None, description="The reference's focal weighting (default: the server's --focal-*)."
+    )
+    reward_spec: SpecName | RewardSpec | None = Field(
+        None,
+        description="A reward variant: a name the server knows ('vigor', or its --reward-spec's) "
+        "or the spec itself, as vigor-eval writes it. Not with focal.",
+    )
 
     model_config = ConfigDict(extra="forbid", strict=False)
+
+    @model_validator(mode="after")
+    def _one_variant(self) -> RewardsRequest:
+        if self.focal is not None and self.reward_spec is not None:
+            raise ValueError(
+                "give focal or reward_spec, not both (a spec carries its own focal weighting)"
+            )
+        return self
 
 
 class GroupResult(BaseModel):
@@ -167,6 +282,10 @@ class RewardsResponse(BaseModel):
     model: str
     weight_version: int
     groups: list[GroupResult]
+    reward_spec: RewardSpec | None = Field(
+        None,
+        description="The variant that produced `scores` and `rewards` (None from older servers).",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -186,6 +305,12 @@ class ModelInfo(BaseModel):
     vocab_size: int
     max_sequence_length: int
     limits: dict[str, int] = Field(default_factory=dict)
+    reward_spec: RewardSpec | None = Field(
+        None, description="The variant a request that names none gets (None from older servers)."
+    )
+    reward_specs: list[str] = Field(
+        default_factory=list, description="The variant names a request may give as reward_spec."
+    )
 
 
 class OpenRLHFRequest(_Strict):

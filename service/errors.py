@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vigor_client.wire import ErrorCode
+
 
 class VigorServiceError(Exception):
     """Base class; `code` is the stable machine-readable error code sent to clients."""
 
-    code = "internal_error"
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR  # every code is one the client maps (wire.py)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -39,7 +41,7 @@ class InputProblem:
 
 
 class InvalidInputError(VigorServiceError):
-    code = "invalid_request"
+    code = ErrorCode.INVALID_REQUEST
 
     def __init__(self, problems: list[InputProblem]) -> None:
         self.problems = problems
@@ -49,15 +51,15 @@ class InvalidInputError(VigorServiceError):
 
 
 class NotReadyError(VigorServiceError):
-    code = "not_ready"
+    code = ErrorCode.NOT_READY
 
 
 class ModelLoadError(VigorServiceError):
-    code = "model_load_failed"
+    code = ErrorCode.MODEL_LOAD_FAILED
 
 
 class StaleWeightsError(VigorServiceError):
-    code = "stale_weight_version"
+    code = ErrorCode.STALE_WEIGHT_VERSION
 
     def __init__(self, message: str, current_version: int) -> None:
         super().__init__(message)
@@ -67,11 +69,11 @@ class StaleWeightsError(VigorServiceError):
 class LimitExceededError(VigorServiceError):
     """A request over a configured size limit (413)."""
 
-    code = "limit_exceeded"
+    code = ErrorCode.LIMIT_EXCEEDED
 
 
 class OverloadedError(VigorServiceError):
-    code = "overloaded"
+    code = ErrorCode.OVERLOADED
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -79,31 +81,31 @@ class OverloadedError(VigorServiceError):
 
 
 class DeadlineExceededError(VigorServiceError):
-    code = "deadline_exceeded"
+    code = ErrorCode.DEADLINE_EXCEEDED
 
 
 class BodyTimeoutError(VigorServiceError):
     """The client stopped sending its request body (408): the connection is not held open."""
 
-    code = "body_timeout"
+    code = ErrorCode.BODY_TIMEOUT
 
 
 class ClientGoneError(VigorServiceError):
     """The client disconnected before its work started; nothing was computed (499, unsent)."""
 
-    code = "client_disconnected"
+    code = ErrorCode.CLIENT_DISCONNECTED
 
 
 class GroupIncompleteError(DeadlineExceededError):
     """Held samples whose group did not complete within its hold time (504, on /get_reward)."""
 
-    code = "group_incomplete"
+    code = ErrorCode.GROUP_INCOMPLETE
 
 
 class WeightsRejectedError(VigorServiceError):
     """A checkpoint, push or adapter that cannot be applied (422); the message names the tensor."""
 
-    code = "weights_rejected"
+    code = ErrorCode.WEIGHTS_REJECTED
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
@@ -115,31 +117,31 @@ class WeightsRejectedError(VigorServiceError):
 class VersionConflictError(StaleWeightsError):
     """A weight version that is not above the served one (409)."""
 
-    code = "version_conflict"
+    code = ErrorCode.VERSION_CONFLICT
 
 
 class PathNotAllowedError(VigorServiceError):
     """A reload path outside the operator's --allowed-weights-dir directories (403)."""
 
-    code = "path_not_allowed"
+    code = ErrorCode.PATH_NOT_ALLOWED
 
 
 class UploadNotFoundError(VigorServiceError):
     """A push upload id that does not exist: never created, aborted, committed or expired (404)."""
 
-    code = "upload_not_found"
+    code = ErrorCode.UPLOAD_NOT_FOUND
 
 
 class NoAdapterError(VigorServiceError):
     """Unloading an adapter when none is loaded (404)."""
 
-    code = "no_adapter"
+    code = ErrorCode.NO_ADAPTER
 
 
 class TransferStateError(VigorServiceError):
     """A weight-transfer call out of order: no group joined, no update started, one busy (409)."""
 
-    code = "transfer_state"
+    code = ErrorCode.TRANSFER_STATE
 
 
 class TransferFailedError(VigorServiceError):
@@ -148,4 +150,4 @@ class TransferFailedError(VigorServiceError):
     The update is dropped and the group closed; the served weights are unchanged.
     """
 
-    code = "transfer_failed"
+    code = ErrorCode.TRANSFER_FAILED

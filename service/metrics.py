@@ -115,7 +115,7 @@ class Metrics:
             self.weight_failures.labels(operation, exc.code).inc()
             raise
         except BaseException:
-            self.weight_failures.labels(operation, "internal_error").inc()
+            self.weight_failures.labels(operation, VigorServiceError.code).inc()
             raise
         self.weight_seconds.labels(operation).observe(time.perf_counter() - start)
 

@@ -69,6 +69,7 @@ class Runtime:
             limits_of(s),
             on_scored=self._count_scored,
             hold=hold_bounds_of(s),
+            variants=s.reward_variants(),
         )
         assembler = self.pipeline.assembler
         self.weights = WeightPlane(s, self.slot, self.worker, self.metrics)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vigor_client.wire import GROUP_HOLD_S
+
 DEFAULT_MODEL = "default"
 # Measured on the default model (benchmarks/results/engine_speed_cpu.md): 2-core CPU time per token
 # is flat from 256 to 4096 tokens per micro-batch while memory grows linearly.
@@ -118,7 +120,7 @@ class Settings(BaseSettings):
         "(docs/reliability.md; reported in /v1/model).",
     )
     group_hold_s: float = Field(
-        120.0,
+        GROUP_HOLD_S,  # clients listen this long for a held sample's answer (wire.py)
         gt=0,
         description="How long samples of an incomplete group (group_size) are held before they "
         "answer 'group_incomplete'; below OpenRLHF's 180 s client timeout.",
@@ -149,6 +151,28 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    focal: bool = Field(
+        False,
+        description="Weight every score by the reference trainer's focal rule unless a request "
+        "says otherwise (docs/variants.md): --focal-metric, --focal-lambda, --focal-target.",
+    )
+    focal_metric: Literal["entropy", "p_norm"] = Field(
+        "entropy", description="With --focal: the base, mean token entropy or 1 - p_norm."
+    )
+    focal_lambda: float = Field(
+        -0.5, ge=-4, le=4, description="With --focal: the exponent (the paper's -0.5)."
+    )
+    focal_target: float | None = Field(
+        None,
+        gt=0,
+        description="With --focal: weight only completions with entropy below it (entropy; "
+        "none: all) or p_norm above it (p_norm; none: 0.9).",
+    )
+    reward_spec: str | None = Field(
+        None,
+        description="A reward spec (a JSON file vigor-eval wrote, or its JSON text): requests "
+        "may name it, and those that name no variant get it. Not with --focal.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     exit_on_load_error: bool = Field(
@@ -186,6 +210,28 @@ class Settings(BaseSettings):
         # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token".
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if raw is None or (isinstance(raw, str) and not raw.strip()) else value
+
+    @model_validator(mode="after")
+    def _variants_readable(self) -> Settings:
+        self.reward_variants()  # a bad spec or focal option stops the start, naming the flag
+        return self
+
+    def reward_variants(self):
+        """The default reward variant and the named ones, from --focal-* and --reward-spec."""
+        from vigor_client.schema import Focal
+
+        from .scoring.variants import variants_from
+
+        focal = None
+        if self.focal:
+            try:
+                focal = Focal.model_validate(
+                    {"metric": self.focal_metric, "lambda": self.focal_lambda}
+                    | ({} if self.focal_target is None else {"target": self.focal_target})
+                )
+            except ValueError as exc:
+                raise ValueError(f"focal_target: {exc}") from None
+        return variants_from(focal, self.reward_spec)
 
     def batch_tokens_on(self, device_type: str) -> int:
         """The micro-batch token budget on a device of this type ("cpu" or "cuda")."""

@@ -60,3 +60,40 @@ def naive_rank_rewards(scores):
 
     ranks = [sum(1 for j in range(g) if j != i and below(j, i)) for i in range(g)]
     return [2.0 * r / (g - 1) - 1.0 for r in ranks]
+
+
+def naive_entropy_and_p_norm(model, prompt_ids, completion_ids):
+    """(mean token entropy, mean token probability) of the completion in float64, at temperature
+    1; (None, None) when T = 0. One position at a time, from a plain forward."""
+    if len(completion_ids) == 0:
+        return None, None
+    m = copy.deepcopy(model).to(torch.float64).eval()
+    ids = list(prompt_ids) + list(completion_ids)
+    with torch.no_grad():
+        logits = m(input_ids=torch.tensor([ids]), position_ids=torch.arange(len(ids))[None]).logits
+    entropies, probs = [], []
+    for t, tok in enumerate(completion_ids):
+        row = logits[0, len(prompt_ids) - 1 + t]
+        logp = row - torch.logsumexp(row, dim=0)
+        entropies.append(float(-(logp.exp() * logp).sum()))
+        probs.append(math.exp(float(logp[tok])))
+    return sum(entropies) / len(entropies), sum(probs) / len(probs)
+
+
+def naive_focal(scores, entropies, p_norms, metric, lam, target):
+    """The reference trainer's focal weighting of one group's raw scores, written out from its
+    description: entropy base = max(H + 1e-6, 1e-6), kept only where base < target (else 1);
+    p_norm base = max(1 − p, 1e-6) only where p > target (else 1); score × base ** λ."""
+    out = []
+    for s, h, p in zip(scores, entropies, p_norms, strict=True):
+        if s is None:
+            out.append(None)
+            continue
+        if metric == "entropy":
+            base = max(h + 1e-6, 1e-6)
+            if target is not None and not (base < target):
+                base = 1.0
+        else:
+            base = max(1.0 - p, 1e-6) if p > target else 1.0
+        out.append(s * base**lam)
+    return out

@@ -16,6 +16,7 @@ from .data import InputError, load_groups
 from .report import DEFAULT_BOOTSTRAP, format_table
 from .runner import default_scores_path, evaluate
 from .scoring import ScoringError
+from .variants import CANDIDATES, check_served, format_served, format_variants
 
 EPILOG = """\
 input: one JSON object a line, e.g.
@@ -24,7 +25,8 @@ input: one JSON object a line, e.g.
 prompt: "prompt" (text), "messages" or "prompt_ids"; completion: "text" or "ids";
 label: "correct" (true/false) or "score" (a number, higher is better; adds Spearman).
 
-exit status: 0 done, 1 server or scores-file error, 2 bad input or arguments, 130 interrupted
+exit status: 0 done, 1 server or scores-file error, 2 bad input or arguments, 3 --spec asked but
+no variant beats the best single signal (nothing written), 130 interrupted
 (everything scored so far is in the scores file: rerun with --resume).
 """
 
@@ -100,6 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for one scoring request (default: 600)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v = p.add_argument_group("reward variants (docs/variants.md)")
+    v.add_argument(
+        "--variants",
+        action="store_true",
+        help="also compare the reference's focal variants and a fitted combination of the "
+        "signals on held-out folds, and say which spec (if any) beats the best single signal",
+    )
+    v.add_argument("--folds", type=int, default=5, help="grouped folds (default: 5)")
+    v.add_argument(
+        "--spec",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="write the recommended variant's reward spec here (nothing is written when none "
+        "is recommended); serve it with vigor-serve --reward-spec JSON",
+    )
+    v.add_argument(
+        "--check-served",
+        metavar="CANDIDATE",
+        choices=CANDIDATES,
+        default=None,
+        help="serve each fold's fitted spec of CANDIDATE back on the server, score that fold's "
+        "held-out groups by it, and compare the pairs with the report's claim",
+    )
+    v.add_argument(
+        "--check-folds",
+        default=None,
+        metavar="F,F",
+        help="with --check-served: only these folds (default: all)",
+    )
     return p
 
 
@@ -109,11 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value, low in (
         ("--groups-per-request", args.groups_per_request, 1),
         ("--bootstrap", args.bootstrap, 1),
+        ("--folds", args.folds, 2),
     ):
         if value < low:
             parser.error(f"{flag} must be at least {low}, got {value}")
     if not args.temperature > 0:
         parser.error(f"--temperature must be positive, got {args.temperature}")
+    if (args.spec or args.check_served) and not args.variants:
+        parser.error("--spec and --check-served need --variants")
+    try:
+        check_folds = (
+            None if args.check_folds is None else [int(f) for f in args.check_folds.split(",")]
+        )
+    except ValueError:
+        parser.error(f"--check-folds must be fold numbers like 0,2; got {args.check_folds!r}")
+    if check_folds and any(not 0 <= f < args.folds for f in check_folds):
+        parser.error(f"--check-folds: folds are 0 to {args.folds - 1}; got {args.check_folds}")
     scores = args.scores or default_scores_path(args.data)
     try:
         data = load_groups(args.data)
@@ -128,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
                 bootstrap=args.bootstrap,
                 seed=args.seed,
                 progress=not args.no_progress,
+                folds=args.folds if args.variants else None,
             )
+            if args.check_served and "candidates" in report.get("variants", {}):
+                report["served_check"] = check_served(
+                    client, data, report["variants"], args.check_served,
+                    check_folds if check_folds is not None else range(args.folds),
+                )  # fmt: skip
     except InputError as exc:
         print(f"vigor-eval: {exc}", file=sys.stderr)
         return 2
@@ -142,12 +191,29 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    for line in report.get("dropped_records", []) + report.get("skipped", []):
+        print(f"vigor-eval: {line}", file=sys.stderr)
     if args.json == "-":
         print(json.dumps(report, indent=1))
     else:
         print(format_table(report))
+        if "variants" in report:
+            print("\n" + format_variants(report["variants"]))
+        if "served_check" in report:
+            print("\n" + format_served(report["served_check"]))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if args.spec:
+        spec = report.get("variants", {}).get("recommended_spec")
+        if spec is None:
+            print(
+                f"vigor-eval: no spec written to {args.spec}: nothing beats the best single "
+                "signal on held-out folds",
+                file=sys.stderr,
+            )
+            return 3
+        args.spec.write_text(json.dumps(spec, indent=1) + "\n")
+        print(f"wrote {args.spec}: serve it with vigor-serve --reward-spec {args.spec}")
     if args.plot:
         try:
             from .plot import plot_report

@@ -64,6 +64,12 @@ class EvalGroup:
         blob = json.dumps([self.prompt, self.form, list(self.completions)], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
+    def part(self, lo: int, hi: int) -> EvalGroup:
+        """Completions lo..hi-1 of this group (to score a group the server finds too large)."""
+        return EvalGroup(
+            self.line, self.id, self.prompt, self.form, self.completions[lo:hi], self.labels[lo:hi]
+        )
+
     def request(self) -> dict[str, Any]:
         field = "completions" if self.form == "text" else "completion_ids"
         return {"id": self.line, **self.prompt, field: list(self.completions)}
@@ -83,6 +89,8 @@ def load_groups(path: str | Path) -> EvalSet:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(path, [f"cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(path, [not_utf8(exc)]) from None
     return parse_groups(text.splitlines(), path)
 
 
@@ -239,6 +247,13 @@ def _parse_completion(item: Any, where: str) -> tuple[Any, str, float, LabelKind
     if isinstance(label, bool) or not isinstance(label, int | float) or not math.isfinite(label):
         raise _LineError(f"{where}.score: must be a finite number, got {label!r}")
     return value, form, float(label), kind
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    return (
+        f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start} cannot be "
+        "decoded; save the file as UTF-8"
+    )
 
 
 def _type(value: Any) -> str:

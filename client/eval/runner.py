@@ -10,6 +10,7 @@ from .cache import ScoreCache
 from .data import EvalSet, load_groups
 from .report import DEFAULT_BOOTSTRAP, build_report
 from .scoring import pending, score_groups
+from .variants import evaluate_variants
 
 
 def default_scores_path(data_path: str | Path) -> Path:
@@ -28,15 +29,18 @@ def evaluate(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     progress: bool = True,
+    folds: int | None = None,
 ) -> dict[str, Any]:
     """Score `data` (a JSONL path or a loaded `EvalSet`) on the server and return the report.
 
     Scores are appended to `scores_path` as they arrive; `resume=True` continues an existing
     file, skipping the groups it holds (and needs no server when it holds them all).
+    `folds`: also compare the reward variants on that many held-out folds (report "variants").
     """
     data = data if isinstance(data, EvalSet) else load_groups(data)
     scores_path = scores_path or default_scores_path(data.path)
     with ScoreCache.open(scores_path, resume=resume) as cache:
+        cache.drop_corrupt()
         if pending(data.groups, cache):
             own = isinstance(client, str)
             conn = VigorClient(client) if isinstance(client, str) else client
@@ -52,4 +56,14 @@ def evaluate(
             finally:
                 if own:
                     conn.close()
-        return build_report(data, cache.records, cache.header, bootstrap=bootstrap, seed=seed)
+        report = build_report(data, cache.records, cache.header, bootstrap=bootstrap, seed=seed)
+        if cache.dropped:
+            report["dropped_records"] = cache.dropped
+        if cache.skipped:
+            report["skipped"] = [cache.skipped[k] for k in sorted(cache.skipped)]
+        if folds is not None:
+            report["variants"] = evaluate_variants(
+                data, cache.records, cache.header, report["signals"], folds=folds,
+                bootstrap=bootstrap, seed=seed,
+            )  # fmt: skip
+        return report

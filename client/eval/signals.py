@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # The extra signals asked of the server (names from vigor_client.schema.SignalName).
-SERVER_SIGNALS = ("self_certainty", "entropy_mean", "logprob_mean", "logprob_sum")
+SERVER_SIGNALS = (
+    "self_certainty", "entropy_mean", "logprob_mean", "logprob_sum", "prob_mean"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

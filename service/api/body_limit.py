@@ -77,14 +77,14 @@ class BodyLimitMiddleware:
     async def _refuse(self, send: Send, status: int, size: str, progress: str) -> None:
         if status == 413:
             code, message = (
-                "limit_exceeded",
+                LimitExceededError.code,
                 (
                     f"{size} exceeds max_request_bytes={self.max_bytes}; split the groups over "
                     "several requests"
                 ),
             )
         else:
-            code, message = "body_timeout", _stalled(self.idle_timeout_s, progress)
+            code, message = BodyTimeoutError.code, _stalled(self.idle_timeout_s, progress)
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         await send(
             {

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vigor_client.schema import ErrorDetail, ErrorResponse
+from vigor_client.wire import ErrorCode
 
 from .. import errors as e
 from ..engine.errors import UnsupportedModelError
@@ -42,7 +43,7 @@ STATUS: dict[type[e.VigorServiceError], int] = {
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra
+    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None, **extra
 ) -> JSONResponse:
     # A message may echo input that JSON cannot carry back (a lone surrogate): escape it.
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -76,13 +77,14 @@ def _validation_message(err: dict) -> str:
 
 
 HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type",
+    400: ErrorCode.BAD_REQUEST, 401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 413: ErrorCode.LIMIT_EXCEEDED,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }  # fmt: skip
 
 
 def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
-    code = HTTP_CODES.get(exc.status_code, "http_error")
+    code = HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
     return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
 
@@ -94,18 +96,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         if (why := unsupported_encoding(request)) is not None:
-            return error_response(415, "unsupported_media_type", why)
+            return error_response(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, why)
         body_not_json = any(
             tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type"
             for err in exc.errors()
         )
         if body_not_json and (why := wrong_content_type(request)) is not None:
-            return error_response(415, "unsupported_media_type", why)
+            return error_response(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, why)
         problems = [
             e.InputProblem(format_loc(tuple(err.get("loc", ()))), _validation_message(err))
             for err in exc.errors()
         ]
-        return error_response(422, "invalid_request", str(e.InvalidInputError(problems)))
+        return error_response(422, e.InvalidInputError.code, str(e.InvalidInputError(problems)))
 
     @app.exception_handler(e.VigorServiceError)
     async def _domain(request: Request, exc: e.VigorServiceError) -> JSONResponse:
@@ -125,13 +127,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             if (why := unsupported_encoding(request)) is not None:
-                return error_response(415, "unsupported_media_type", why)
-            return error_response(400, "invalid_body", parse_failure(exc.__cause__))
+                return error_response(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, why)
+            return error_response(400, ErrorCode.INVALID_BODY, parse_failure(exc.__cause__))
         return http_error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unknown(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(
-            500, "internal_error", f"internal error ({type(exc).__name__}); see the server log"
-        )
+        why = f"internal error ({type(exc).__name__}); see the server log"
+        return error_response(500, ErrorCode.INTERNAL_ERROR, why)

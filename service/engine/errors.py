@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vigor_client.wire import ErrorCode
+
 from ..errors import VigorServiceError
 
 
@@ -14,4 +16,4 @@ class UnsupportedModelError(VigorServiceError):
     module type and the parameter, so the operator can switch to the loop engine or add a rule.
     """
 
-    code = "unsupported_model"
+    code = ErrorCode.UNSUPPORTED_MODEL

@@ -33,6 +33,11 @@ def logprob_mean(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return _token_logprobs(logits, targets).mean().item()
 
 
+def prob_mean(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    # The reference's `p_norm`: the arithmetic mean of the target tokens' probabilities.
+    return _token_logprobs(logits, targets).exp().mean().item()
+
+
 def perplexity(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return math.exp(-logprob_mean(logits, targets))  # OverflowError at tiny temperatures
 
@@ -55,6 +60,7 @@ SIGNALS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
     "entropy_mean": entropy_mean,
     "self_certainty": self_certainty,
     "perplexity": perplexity,
+    "prob_mean": prob_mean,
 }
 # The wire format lists the signals a request may ask for; each needs its computation here.
 if set(SIGNALS) != set(SIGNAL_NAMES):

@@ -41,6 +41,7 @@ class IngressRuntime:
             limits_of(s),
             on_scored=lambda response: self.metrics.count_scored(response.groups),
             hold=hold_bounds_of(s),
+            variants=s.reward_variants(),
         )
         self.weights = ClusterWeights(s, self.slot, self.metrics, self.ledger, replicas)
         assembler = self.pipeline.assembler

@@ -7,9 +7,9 @@ row. Arrivals past `group_size` start the key's next group (the same prompt twic
 
 Ownership: a key lives in its caller's namespace (bearer token and run key, see `Caller`), so
 no other tenant can join, supersede or configure a group. Within a namespace the first sample
-fixes the group's terms (prompt, group_size, shaping, signals, temperature, min_weight_version);
-a sample that differs is refused (422, naming the field) before anything is held, and the held
-group is untouched. One request may not name a key twice.
+fixes the group's terms (prompt, group_size, shaping, signals, temperature, min_weight_version,
+reward variant); a sample that differs is refused (422, naming the field) before anything is
+held, and the held group is untouched. One request may not name a key twice.
 
 Identity: a sample whose `sample_id` is already held takes over that slot (a retry never counts
 twice), and must carry the same completion. After its group was answered, a retry with that
@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from vigor_client.schema import Group, RewardsRequest, RewardsResponse
+from vigor_client.wire import GROUP_HOLD_S
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError, NotReadyError, OverloadedError
@@ -69,7 +70,7 @@ Key = tuple[str, bytes]
 
 @dataclass(frozen=True)
 class HoldBounds:
-    hold_s: float = 120.0  # default hold time
+    hold_s: float = GROUP_HOLD_S  # default hold time
     max_hold_s: float = 600.0  # the most a caller may ask for
     max_held_samples: int = 65536
     max_held_bytes: int = 1 << 30
@@ -221,6 +222,7 @@ class GroupAssembler:
             "signals": (sorted(set(request.signals)), sorted(set(pending.signals))),
             "temperature": (request.temperature, pending.temperature),
             "min_weight_version": (request.min_weight_version, pending.min_weight_version),
+            "reward_spec": (request.reward_spec, pending.reward_spec),
         }
         return [
             InputProblem(
@@ -342,6 +344,7 @@ class GroupAssembler:
             signals=list(request.signals),
             min_weight_version=request.min_weight_version,
             wait_s=request.wait_s,
+            reward_spec=request.reward_spec,  # type: ignore[arg-type]  (resolved by the pipeline)
         )
         pending.timer = asyncio.get_running_loop().call_later(hold_s, self._expire, pending)
         self._pending[key] = pending
@@ -378,6 +381,7 @@ class GroupAssembler:
             shaping=pending.shaping,
             min_weight_version=pending.min_weight_version,
             wait_s=pending.wait_s,
+            reward_spec=pending.reward_spec,
         )
         try:
             response = await self._run(request, [[s.sequence for s in samples]])

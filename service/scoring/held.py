@@ -8,9 +8,13 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
+from vigor_client.schema import RewardSpec
+from vigor_client.wire import ErrorCode
+
 from ..engine.types import TokenSequence
 
-INCOMPLETE = "group_incomplete"
+# A held sample's `reason` when its group never completed: the same code as the 504's.
+INCOMPLETE = ErrorCode.GROUP_INCOMPLETE.value
 
 # What a held request pins besides its token sequences, per byte of its body: the raw body,
 # the decoded JSON and the validated model are all alive while the request waits (measured:
@@ -77,6 +81,7 @@ class PendingGroup:
     signals: list[str]
     min_weight_version: int | None
     wait_s: float
+    reward_spec: RewardSpec | None = None  # resolved by the pipeline before a sample is held
     samples: list[HeldSample] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)

@@ -15,9 +15,11 @@ from vigor_client.schema import (
     GroupResult,
     OpenRLHFRequest,
     OpenRLHFResponse,
+    RewardSpec,
     RewardsRequest,
     RewardsResponse,
 )
+from vigor_client.variants import needed_signals
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
@@ -29,6 +31,7 @@ from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
 from .response import build_response, signal_reasons
 from .scheduler import Scheduler
+from .variants import RewardVariants
 
 OnScored = Callable[[RewardsResponse], None]
 
@@ -46,8 +49,10 @@ class ScoringPipeline:
         on_scored: OnScored | None = None,
         *,
         hold: HoldBounds | None = None,
+        variants: RewardVariants | None = None,
     ) -> None:
         self.slot = slot
+        self.variants = variants or RewardVariants()
         self.scheduler = scheduler
         self._limits = limits
         self._on_scored = on_scored
@@ -66,9 +71,17 @@ class ScoringPipeline:
             max_request_tokens=self._limits.max_request_tokens or served.max_request_tokens,
         )
 
+    def with_variant(self, request: RewardsRequest) -> RewardsRequest:
+        """The request with the variant it is scored by spelled out (a held group keeps it)."""
+        if isinstance(request.reward_spec, RewardSpec) and request.focal is None:
+            return request
+        spec = self.variants.resolve(request)
+        return request.model_copy(update={"reward_spec": spec, "focal": None})
+
     async def prepare(self, request: RewardsRequest) -> list[list[TokenSequence]]:
         """Validate and tokenize, naming every problem (422) before anything waits."""
         served = self.slot.require_served()
+        self.variants.resolve(request)
         self.limits.check(request)
         # Tokenizing a large request takes a while: keep it off the event loop.
         groups = await asyncio.to_thread(tokenization_for(served).sequences, request.groups)
@@ -83,12 +96,14 @@ class ScoringPipeline:
         `gone` tells whether the caller left: then nothing is computed for it.
         """
         served = self.slot.require_served()
+        request = self.with_variant(request)
         if request.min_weight_version is not None:
             await self.slot.wait_for_version(request.min_weight_version, request.wait_s)
         self.slot.require_accepting()
+        needed = needed_signals(request.reward_spec)  # type: ignore[arg-type]  (resolved above)
         outcome = await self.scheduler.submit(
             [seq for group in groups for seq in group],
-            signals=tuple(request.signals),
+            signals=tuple(dict.fromkeys([*request.signals, *needed])),
             temperature=request.temperature,
             deadline_s=request.deadline_s,
             gone=gone,
@@ -107,6 +122,7 @@ class ScoringPipeline:
         is whose namespace held group keys live in.
         """
         groups = await self.prepare(request)
+        request = self.with_variant(request)
         held = [g.group_size is not None for g in request.groups]
         if not any(held):
             return await self.run(request, groups, gone)
@@ -154,6 +170,7 @@ class ScoringPipeline:
             model=self.slot.require_served().name,
             weight_version=min(versions) if versions else self.slot.version,
             groups=out,
+            reward_spec=request.reward_spec,  # type: ignore[arg-type]  (resolved in score)
         )
 
     async def score_openrlhf(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from vigor_client.schema import GroupResult, RewardsRequest, RewardsResponse
+from vigor_client.schema import GroupResult, RewardSpec, RewardsRequest, RewardsResponse
+from vigor_client.variants import PLAIN, variant_score
 
 from ..engine.types import SequenceScore, TokenSequence
 from .shaping import shape
@@ -30,7 +31,12 @@ def build_response(
     groups: list[list[TokenSequence]],
     results: list[SequenceScore],
 ) -> RewardsResponse:
-    """Scores, rewards and signals per group from the engine's per-sequence results."""
+    """Scores, rewards and signals per group from the engine's per-sequence results.
+
+    `scores` are the request's variant's (the plain VIGOR score unless it names another), the
+    values that are ranked, or returned as rewards with shaping "none"; `grad_norms` stay raw.
+    """
+    spec = request.reward_spec if isinstance(request.reward_spec, RewardSpec) else PLAIN
     flat = sum(len(g) for g in groups)
     if len(results) != flat:
         raise RuntimeError(f"engine returned {len(results)} results for {flat} sequences")
@@ -38,7 +44,7 @@ def build_response(
     for group, seqs in zip(request.groups, groups, strict=True):
         mine = results[k : k + len(seqs)]
         k += len(seqs)
-        scored = [vigor_score(r) for r in mine]
+        scored = [_variant(spec, r) for r in mine]
         scores = [s for s, _ in scored]
         grad_norms = [
             r.grad_norm if r.grad_norm is not None and math.isfinite(r.grad_norm) else None
@@ -62,7 +68,14 @@ def build_response(
                 signal_reasons=signal_reasons(signals, [r.num_tokens for r in mine], reasons),
             )
         )
-    return RewardsResponse(model=model, weight_version=version, groups=out)
+    return RewardsResponse(model=model, weight_version=version, groups=out, reward_spec=spec)
+
+
+def _variant(spec: RewardSpec, result: SequenceScore) -> tuple[float | None, str | None]:
+    raw, reason = vigor_score(result)
+    if raw is None or spec is PLAIN:
+        return raw, reason
+    return variant_score(spec, raw, result.num_tokens, result.signals)
 
 
 def signal_reason(value: float | None, num_tokens: int, score_reason: str | None) -> str | None:

@@ -4,7 +4,7 @@ the client before anything is sent: every bad value names its field."""
 import pytest
 from pydantic import ValidationError
 
-from vigor_client._core import RequestCore
+from vigor_client._requests import RequestCore
 from vigor_client.schema import Group, RewardsRequest
 
 

@@ -28,7 +28,10 @@ def test_every_mapped_status_raises_its_class():
         transport = _mock(
             lambda req, s=status, b=body: httpx.Response(s, json=b, headers={"Retry-After": "2"})
         )
-        with VigorClient("http://x", transport=transport) as client, pytest.raises(cls) as info:
+        # No retries: the mapping is under test, not the patience (a 429 with Retry-After is
+        # otherwise repeated for the policy's whole time budget).
+        client = VigorClient("http://x", transport=transport, retry=None)
+        with client, pytest.raises(cls) as info:
             client.model_info()
         assert info.value.status == status and info.value.code == f"c{status}"
         assert info.value.retry_after == 2.0 and info.value.current_weight_version == 3

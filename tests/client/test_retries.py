@@ -20,7 +20,7 @@ from vigor_client import (
     VigorConnectionError,
     VigorServerError,
 )
-from vigor_client._core import RequestCore
+from vigor_client._requests import RequestCore
 from vigor_client._retry import Idempotency, as_policy
 
 from ..servers import free_port
@@ -170,3 +170,62 @@ def test_a_server_that_is_not_there_is_retried_then_named():
     err = info.value
     assert err.attempts == 4 and not err.request_sent and "ConnectError" in str(err)
     assert not isinstance(err, VigorServerError)
+
+
+# --- a busy server is ridden out; every wait is jittered; a time budget bounds it all ---------
+def test_retry_after_is_lengthened_by_jitter_never_shortened():
+    policy = RetryPolicy(jitter=0.5, max_retry_after_s=10.0)
+    rng = random.Random(0)
+    waits = [policy.after(2.0, rng) for _ in range(200)]
+    assert all(2.0 <= w <= 3.0 for w in waits) and max(waits) - min(waits) > 0.6
+    assert all(policy.after(8.0, rng) <= 10.0 for _ in range(50))  # within the bound
+    assert RetryPolicy(jitter=0.0).after(2.0, rng) == 2.0
+
+
+def test_a_busy_policy_needs_a_bound():
+    with pytest.raises(ValueError, match="max_elapsed_s"):
+        RetryPolicy(busy_retries=None, max_elapsed_s=None)
+    with pytest.raises(ValueError, match="busy_retries"):
+        RetryPolicy(busy_retries=-1)
+    assert RetryPolicy(busy_retries=5, max_elapsed_s=None).max_elapsed_s is None
+
+
+def test_busy_answers_are_ridden_out_apart_from_the_failure_count(proxy):
+    proxy.script("POST /v1/rewards", ["429:0.05"] * 6 + ["503", "pass"])
+    policy = RetryPolicy(max_retries=1, backoff_s=0.01, seed=0)
+    with VigorClient(proxy.url, retry=policy) as client:
+        assert len(client.score(GROUPS).groups[0].rewards) == 3
+    assert proxy.count("/v1/rewards") == 8 and proxy.count("/v1/rewards", forwarded=True) == 1
+
+
+def test_busy_retries_bounds_busy_answers_when_given(proxy):
+    proxy.script("POST /v1/rewards", ["429:0.05"] * 5)
+    policy = RetryPolicy(max_retries=3, busy_retries=2, seed=0)
+    with VigorClient(proxy.url, retry=policy) as client, pytest.raises(OverloadedError) as info:
+        client.score(GROUPS)
+    assert info.value.attempts == 3 and "busy_retries=2" in str(info.value)
+
+
+def test_the_time_budget_stops_a_busy_server_being_waited_on_forever(proxy):
+    proxy.script("POST /v1/rewards", ["429:0.2"] * 50)
+    policy = RetryPolicy(max_elapsed_s=1.0, seed=0)
+    with VigorClient(proxy.url, retry=policy) as client, pytest.raises(OverloadedError) as info:
+        t0 = time.monotonic()
+        client.score(GROUPS)
+    assert time.monotonic() - t0 < 1.5 and 3 <= info.value.attempts <= 5
+    assert "max_elapsed_s=1" in str(info.value)
+
+
+def test_no_retry_means_no_retry_of_a_busy_answer_either(proxy):
+    proxy.script("POST /v1/rewards", ["429:0.05", "pass"])
+    with VigorClient(proxy.url, retry=None) as client, pytest.raises(OverloadedError) as info:
+        client.score(GROUPS)
+    assert info.value.attempts == 1 and proxy.count("/v1/rewards") == 1
+
+
+def test_the_default_policy_rides_out_a_busy_server(proxy):
+    # Five busy answers in a row: past the 3 retries the policy allowed before (issue 26, #10).
+    proxy.script("POST /v1/rewards", ["429:0.1"] * 5 + ["pass"])
+    with VigorClient(proxy.url) as client:
+        assert len(client.score(GROUPS).groups[0].rewards) == 3
+    assert proxy.count("/v1/rewards") == 6

@@ -39,11 +39,13 @@ def _direct(model, seq, name):
         "entropy_mean": mean("entropy"),
         "self_certainty": mean("kl_uniform"),
         "perplexity": math.exp(-mean("logprob")),
+        "prob_mean": sum(math.exp(v["logprob"]) for v in values) / len(values),
     }[name]
 
 
 @pytest.mark.parametrize(
-    "name", ["logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity"]
+    "name",
+    ["logprob_sum", "logprob_mean", "entropy_mean", "self_certainty", "perplexity", "prob_mean"],
 )
 def test_signal_matches_direct_computation(name):
     model = TINY_MODELS["qwen2-tied"]()

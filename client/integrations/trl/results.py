@@ -10,12 +10,14 @@ from typing import Any
 
 from ...errors import VigorError
 from ...schema import RewardsResponse
+from ...wire import ErrorCode
 from ..grouping import scatter
 from .request import ScoringRequest
 
 log = logging.getLogger(__name__)
 
-INCOMPLETE = "group_incomplete"  # the server's reason for a held group that never completed
+# The server's reason for a held sample whose group never completed.
+INCOMPLETE = ErrorCode.GROUP_INCOMPLETE
 
 
 @dataclass

@@ -26,4 +26,6 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         vocab_size=served.vocab_size,
         max_sequence_length=served.max_length,
         limits={**runtime.pipeline.limits.as_dict(), "max_batch_tokens": runtime.max_batch_tokens},
+        reward_spec=runtime.pipeline.variants.default,
+        reward_specs=sorted(runtime.pipeline.variants.named),
     )
