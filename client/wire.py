@@ -32,6 +32,7 @@ class ErrorCode(enum.StrEnum):
     OVERLOADED = "overloaded"  # 429, with Retry-After
     DEADLINE_EXCEEDED = "deadline_exceeded"  # 504
     GROUP_INCOMPLETE = "group_incomplete"  # 504; also a held sample's `reason`
+    CHECKPOINT_PENDING = "checkpoint_pending"  # 504: the watcher's newer step is not loaded yet
     BODY_TIMEOUT = "body_timeout"  # 408
     CLIENT_DISCONNECTED = "client_disconnected"  # 499, which nobody reads
     PATH_NOT_ALLOWED = "path_not_allowed"  # 403

@@ -10,8 +10,9 @@ from . import __version__
 from .api.admin_guard import AdminGuard
 from .api.body_limit import BodyLimitMiddleware
 from .api.errors import install_error_handlers
+from .api.metrics_middleware import MetricsMiddleware
 from .api.routes import admin, health, metrics, model, openrlhf, rewards, transfer
-from .metrics import MetricsMiddleware
+from .api.seams import ServingRuntime
 from .models.loader import LoadedModel
 from .runtime import Runtime
 from .settings import Settings
@@ -21,11 +22,13 @@ def create_app(
     settings: Settings | None = None,
     *,
     loaded: LoadedModel | None = None,
-    runtime: Runtime | None = None,
+    runtime: ServingRuntime | None = None,
 ) -> FastAPI:
     """`loaded` skips loading from settings.model (tests pass an in-memory model); `runtime`
     replaces the local one (the Ray Serve ingress passes one that scores on replicas)."""
     runtime = runtime or Runtime(settings or Settings())
+    if not isinstance(runtime, ServingRuntime):  # fail at assembly, not on a first request
+        raise TypeError(f"{type(runtime).__name__} does not satisfy api.seams.ServingRuntime")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -51,7 +54,10 @@ def create_app(
     # Outside the body limit: auth before any body is read.
     app.add_middleware(AdminGuard, settings=runtime.settings, api=app)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
-    routers = (health, model, rewards, openrlhf, admin, transfer, metrics)
+    routers = (health, model, rewards, openrlhf, admin, metrics)
     for router in (r.router for r in routers):
         app.include_router(router)
+    # Mounted only where a transfer serves them; elsewhere each path answers 404 saying why.
+    served = runtime.weights.transfer is not None
+    app.include_router(transfer.router if served else transfer.not_served_router())
     return app

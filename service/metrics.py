@@ -1,8 +1,7 @@
 """Prometheus metrics, one registry per app (several apps in one process never clash).
 
-Request counts and latencies come from a pure ASGI middleware (it does not buffer bodies, so a
-multi-GB weight push streams through untouched); the gauges call the functions they are handed
-(`watch`) when scraped.
+Request counts and latencies are counted by api/metrics_middleware.py; the gauges call the
+functions they are handed (`watch`) when scraped.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from .errors import VigorServiceError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Label values come from bounded sets only: a client inventing methods must not grow /metrics.
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -75,6 +72,39 @@ class Metrics:
             registry=r,
         )
 
+        self.watch_loads = Counter(
+            "vigor_watch_loads", "Step directories the checkpoint watcher loaded.", registry=r
+        )
+        self.watch_failures = Counter(
+            "vigor_watch_failures",
+            "Step directories the checkpoint watcher could not load (corrupt, wrong model, "
+            "stalled while incomplete), by error code; the old weights kept serving.",
+            ["code"], registry=r,
+        )  # fmt: skip
+        self.watch_pending_step = Gauge(
+            "vigor_watch_pending_step",
+            "A newer step directory being written or loaded (-1: none).",
+            registry=r,
+        )
+        self.watch_waits = Counter(
+            "vigor_watch_request_waits",
+            "Scoring calls that waited for a step directory being written or loaded.",
+            registry=r,
+        )
+        self.stale_warnings = Counter(
+            "vigor_stale_weight_warnings",
+            "Times scoring kept arriving at one weight version while updates were expected.",
+            registry=r,
+        )
+        self.stale_requests = Counter(
+            "vigor_stale_weight_requests",
+            "Scoring calls answered on weights flagged stale (updates expected, none came).",
+            registry=r,
+        )
+        self.weights_stale = Gauge(
+            "vigor_weights_stale", "1 while the served weights are flagged stale.", registry=r
+        )
+
     def watch(
         self,
         *,
@@ -118,34 +148,3 @@ class Metrics:
             self.weight_failures.labels(operation, VigorServiceError.code).inc()
             raise
         self.weight_seconds.labels(operation).observe(time.perf_counter() - start)
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request under its route template (never the raw path)."""
-
-    def __init__(self, app, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            code = str(status) if 100 <= status <= 599 else "other"
-            metrics = self.metrics
-            metrics.requests.labels(route, method, code).inc()
-            metrics.latency.labels(route, method).observe(time.perf_counter() - start)

@@ -1,7 +1,8 @@
 """Assembles the running server's parts and runs their lifecycle; it holds no logic of theirs.
 
 settings → worker (the one engine thread) → serving slot (model, version, readiness) →
-scheduler → scoring pipeline; the weight plane and metrics are handed what they need.
+scheduler → scoring pipeline; the weight plane gets its WeightLimits, metrics their gauges.
+`watch` and `drain` serve the Ray ingress's runtime too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from .models.loader import LoadedModel, planned_device_type
 from .scoring import ScoringPipeline
 from .scoring.assembler import HoldBounds
 from .scoring.limits import Limits
-from .scoring.scheduler import Scheduler
+from .scoring.scheduler import EngineQueue, Scheduler
 from .serving import EngineWorker, ServingSlot
 from .serving.loading import load_served
+from .serving.staleness import StalenessGuard
 from .settings import Settings
-from .weights import WeightPlane
+from .watch import CheckpointWatcher
+from .weights import WeightLimits, WeightPlane
+from .weights.staging import StagingArea
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,68 @@ def limits_of(s: Settings) -> Limits:
         max_sequence_tokens=s.max_sequence_tokens or 0,
         max_request_tokens=s.max_request_tokens or 0,  # 0: the served model's default
     )
+
+
+def staleness_guard(s: Settings, metrics: Metrics, slot: ServingSlot) -> StalenessGuard:
+    guard = StalenessGuard(
+        s.expects_updates,
+        s.stale_after_requests,
+        s.stale_after_s,
+        on_stale=metrics.stale_warnings.inc,
+        on_stale_request=metrics.stale_requests.inc,
+    )
+    metrics.weights_stale.set_function(lambda: 1.0 if guard.stale_at(slot.version) else 0.0)
+    return guard
+
+
+def follow_checkpoints(s: Settings, slot, reload, metrics: Metrics) -> CheckpointWatcher | None:
+    """The checkpoint watcher when --watch-dir is set; it reloads through the weight front."""
+    return CheckpointWatcher(s, slot, reload, metrics) if s.watch_dir is not None else None
+
+
+def weight_limits_of(s: Settings) -> WeightLimits:
+    return WeightLimits(
+        admin_timeout_s=s.admin_timeout_s,
+        upload_ttl_s=s.upload_ttl_s,
+        transfer_timeout_s=s.transfer_timeout_s,
+        max_staged_bytes=s.max_staged_bytes,
+        allowed_weights_dir=tuple(s.allowed_weights_dir),
+    )
+
+
+def watch(
+    metrics: Metrics,
+    slot: ServingSlot,
+    pipeline: ScoringPipeline,
+    staging: StagingArea,
+    queue_depth: Callable[[], float],
+) -> None:
+    """The gauges of /metrics, read at scrape time: the same for a plain server and the Ray
+    ingress, which differ only in what their queue is."""
+    assembler = pipeline.assembler
+    metrics.watch(
+        weight_version=lambda: slot.version if slot.served is not None else -1,
+        queue_depth=queue_depth,
+        staged_bytes=lambda: staging.staged_bytes,
+        ready=lambda: slot.ready,
+        held_groups=lambda: assembler.held_groups,
+        held_samples=lambda: assembler.held_samples,
+        held_bytes=lambda: assembler.held_bytes,
+        groups_incomplete=lambda: assembler.incomplete,
+    )
+
+
+async def drain(
+    slot: ServingSlot, pipeline: ScoringPipeline, scheduler: EngineQueue, timeout: float
+) -> int:
+    """Stop taking work (/ready turns 503), wait for in-flight requests; returns those left."""
+    slot.draining = True
+    # Held samples would wait out their hold time: let their callers retry elsewhere now.
+    pipeline.assembler.fail_all("server is shutting down; send this sample again")
+    end = time.monotonic() + timeout
+    while scheduler.in_flight and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+    return scheduler.in_flight
 
 
 class Runtime:
@@ -71,27 +137,27 @@ class Runtime:
             hold=hold_bounds_of(s),
             variants=s.reward_variants(),
         )
-        assembler = self.pipeline.assembler
-        self.weights = WeightPlane(s, self.slot, self.worker, self.metrics)
-        self.metrics.watch(
-            weight_version=lambda: self.slot.version if self.slot.served is not None else -1,
+        self.weights = WeightPlane(weight_limits_of(s), self.slot, self.worker, self.metrics)
+        self.staleness = staleness_guard(s, self.metrics, self.slot)
+        self.watcher = follow_checkpoints(s, self.slot, self.weights.reload, self.metrics)
+        if self.watcher is not None:
+            self.pipeline.before_scoring = self.watcher.wait_current
+        watch(
+            self.metrics, self.slot, self.pipeline, self.weights.staging,
             queue_depth=lambda: self.worker.pending + self.scheduler.depth,
-            staged_bytes=lambda: self.weights.staging.staged_bytes,
-            ready=lambda: self.slot.ready,
-            held_groups=lambda: assembler.held_groups,
-            held_samples=lambda: assembler.held_samples,
-            held_bytes=lambda: assembler.held_bytes,
-            groups_incomplete=lambda: assembler.incomplete,
-        )
+        )  # fmt: skip
 
     def _count_scored(self, response) -> None:
         self.metrics.count_scored(response.groups)
+        self.staleness.observe(response.weight_version)
 
     def start(self, loaded: LoadedModel | None = None) -> None:
         """Load (unless given), warm up and mark ready, on the engine worker, without blocking."""
         self.slot.bind_loop(asyncio.get_running_loop())
         self.scheduler.start()
         self.worker.submit(self._load_and_warm, loaded)
+        if self.watcher is not None:
+            self.watcher.start()
 
     def _load_and_warm(self, loaded: LoadedModel | None) -> None:
         try:
@@ -116,17 +182,12 @@ class Runtime:
                 self.on_load_failed(reason)
 
     async def drain(self, timeout: float) -> int:
-        """Stop taking work (/ready turns 503), wait for in-flight requests; returns those left."""
-        self.slot.draining = True
-        # Held samples would wait out their hold time: let their callers retry elsewhere now.
-        self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
-        end = time.monotonic() + timeout
-        while self.scheduler.in_flight and time.monotonic() < end:
-            await asyncio.sleep(0.05)
-        return self.scheduler.in_flight
+        return await drain(self.slot, self.pipeline, self.scheduler, timeout)
 
     async def aclose(self) -> None:
         self.slot.draining = True
+        if self.watcher is not None:
+            await self.watcher.aclose()
         self.weights.transfer.shutdown()
         self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
         await self.scheduler.stop()

@@ -79,6 +79,63 @@ class Settings(BaseSettings):
         "trainer's group and for each broadcast bucket; past it the update is dropped and the "
         "group closed.",
     )
+    watch_dir: Path | None = Field(
+        None,
+        description="Follow a trainer's checkpoints: load each new step directory under this one "
+        "as weight_version = step (docs/weights.md). Must lie under --allowed-weights-dir when "
+        "that is set.",
+    )
+    watch_pattern: str = Field(
+        "openrlhf",
+        description="Step directories under --watch-dir, a path with {step}, or a preset: "
+        "openrlhf (global_step{step}_hf), verl (global_step_{step}/actor/huggingface), trl "
+        "(checkpoint-{step}).",
+    )
+    watch_ready: Literal["complete", "tracker", "marker"] = Field(
+        "complete",
+        description="When a step directory may be loaded: complete (every safetensors file "
+        "complete by its own header and size), tracker (also: the tracker file in --watch-dir "
+        "names this step or a later one), marker (also: the marker file exists in the step "
+        "directory).",
+    )
+    watch_ready_file: str | None = Field(
+        None,
+        description="The tracker file (in --watch-dir; default latest_checkpointed_iteration.txt) "
+        "or marker file (in the step directory; default READY) of --watch-ready.",
+    )
+    watch_interval_s: float = Field(
+        1.0, gt=0, description="How often --watch-dir is looked at between scoring requests."
+    )
+    watch_wait_s: float = Field(
+        300.0,
+        gt=0,
+        description="A scoring request that arrives while a newer step directory is being written "
+        "or loaded waits for it at most this long, then answers 504 checkpoint_pending. A step "
+        "directory that stops growing for this long while incomplete is given up as failed.",
+    )
+    watch_load_existing: bool = Field(
+        False,
+        description="At start, load the newest complete step already in --watch-dir (a server "
+        "restarted mid-run). Off: step directories present at start are an earlier run's "
+        "leftovers and are skipped unless rewritten.",
+    )
+    watch_delete: bool = Field(
+        False, description="Delete a step directory once it is loaded (not one that failed)."
+    )
+    expect_weight_updates: bool = Field(
+        False,
+        description="Warn (log, /metrics, /v1/model) when scoring requests keep arriving while "
+        "the weight version does not move: the trainer is not updating the server. On with "
+        "--watch-dir; set it when a callback pushes the weights.",
+    )
+    stale_after_requests: int = Field(
+        256,
+        gt=0,
+        description="With updates expected: this many scoring requests at one version ...",
+    )
+    stale_after_s: float = Field(
+        600.0, gt=0, description="... over at least this many seconds count as stale weights."
+    )
     max_staged_bytes: int | None = Field(
         None,
         gt=0,
@@ -204,12 +261,34 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("admin_token", "api_token", mode="before")
+    @field_validator("admin_token", "api_token", "watch_dir", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value):
-        # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token".
+        # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token"; an empty
+        # VIGOR_WATCH_DIR means no watcher, not the current directory.
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if raw is None or (isinstance(raw, str) and not raw.strip()) else value
+
+    @property
+    def expects_updates(self) -> bool:
+        return self.expect_weight_updates or self.watch_dir is not None
+
+    @model_validator(mode="after")
+    def _watch_dir_is_allowed(self) -> Settings:
+        from .watch.steps import StepPattern
+
+        StepPattern(self.watch_pattern)  # a ValueError names what is wrong with it
+        if self.watch_dir is None:
+            return self
+        real = Path(os.path.realpath(self.watch_dir))
+        roots = [Path(os.path.realpath(a)) for a in self.allowed_weights_dir]
+        if roots and not any(real == r or real.is_relative_to(r) for r in roots):
+            shown = ", ".join(str(a) for a in self.allowed_weights_dir)
+            raise ValueError(
+                f"--watch-dir {self.watch_dir} is outside --allowed-weights-dir ({shown})"
+            )
+        self.watch_dir = real
+        return self
 
     @model_validator(mode="after")
     def _variants_readable(self) -> Settings:

@@ -11,20 +11,21 @@ from fastapi import Depends, HTTPException, Request
 
 from vigor_client.wire import RUN_KEY_HEADER, RUN_KEY_PARAM
 
-from ..runtime import Runtime
+from ..errors import TransferStateError
 from ..scoring import ScoringPipeline
 from ..scoring.held import Caller
-from ..serving import ServedModel, ServingSlot
+from ..serving import ModelFacts, ServingSlot
 from ..settings import Settings
-from ..weights import IncomingBody, WeightPlane, WeightTransfer
+from ..weights import IncomingBody, WeightTransfer
 from .body_limit import BODY_BYTES_KEY
+from .seams import ServingRuntime, WeightFront
 
 
-def get_runtime(request: Request) -> Runtime:
+def get_runtime(request: Request) -> ServingRuntime:
     return request.app.state.runtime
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[ServingRuntime, Depends(get_runtime)]
 
 
 def get_settings(runtime: RuntimeDep) -> Settings:
@@ -41,11 +42,11 @@ def get_slot(runtime: RuntimeDep) -> ServingSlot:
 SlotDep = Annotated[ServingSlot, Depends(get_slot)]
 
 
-def get_served(slot: SlotDep) -> ServedModel:
+def get_served(slot: SlotDep) -> ModelFacts:
     return slot.require_served()
 
 
-ServedDep = Annotated[ServedModel, Depends(get_served)]
+ServedDep = Annotated[ModelFacts, Depends(get_served)]
 
 
 def get_pipeline(runtime: RuntimeDep) -> ScoringPipeline:
@@ -131,14 +132,18 @@ def require_admin(request: Request, settings: SettingsDep) -> None:
 AdminAuth = Depends(require_admin)
 
 
-def get_weights(runtime: RuntimeDep) -> WeightPlane:
+def get_weights(runtime: RuntimeDep) -> WeightFront:
     return runtime.weights
 
 
-WeightsDep = Annotated[WeightPlane, Depends(get_weights)]
+WeightsDep = Annotated[WeightFront, Depends(get_weights)]
 
 
 def get_transfer(runtime: RuntimeDep) -> WeightTransfer:
+    # Unreachable where app.py did not mount the transfer routes; a clear 409 rather than a
+    # 500 should a route ever be mounted without a transfer behind it.
+    if runtime.weights.transfer is None:
+        raise TransferStateError("this deployment does not serve the weight transfer")
     return runtime.weights.transfer
 
 

@@ -1,17 +1,23 @@
-"""The ingress's weight plane: every admin call staged on every replica, then committed.
+"""The ingress's weight front: each admin call staged on every replica, then committed.
 
-The same calls as WeightPlane (the admin routes cannot tell them apart). Each becomes one Update
-proposed to the ledger: every live replica stages it (reads and validates; a refusal aborts it
-everywhere and answers as a single server would), the ledger commits it (the point of no return,
-so a replica that starts from here on replays it), every replica applies it, and the ingress's
-version moves only once all have. A replica that fails to apply is replaced; if every one refused
-(nothing applied anywhere) the update is rolled back and its error answered.
+The same calls as WeightPlane (api/seams.WeightFront; the admin routes cannot tell them apart).
+Each becomes one of the weight core's updates, proposed to the ledger with its version: every
+live replica stages it through its own WeightCore (a refusal aborts it everywhere and answers as
+a single server would), the ledger commits it (the point of no return, so a replica that starts
+from here on replays it), every replica applies it, and the ingress's version moves only once all
+have. A replica that fails to apply is replaced; if every one refused (nothing applied anywhere)
+the update is rolled back and its error answered. What differs from a plain server is only that
+fan-out and commit; bodies and bucketed uploads are bounded by the same staging book and limits.
+
+The vLLM transfer is not served here (`transfer = None`, so app.py does not mount its routes):
+each replica would have to join the trainer's process group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from vigor_client.schema import (
     AdapterRequest,
@@ -24,31 +30,39 @@ from vigor_client.schema import (
 from ..errors import DeadlineExceededError, NotReadyError, WeightsRejectedError
 from ..metrics import Metrics
 from ..serving import ServingSlot
-from ..settings import Settings
-from ..weights.bounded import Deadline, IncomingBody, read_body
+from ..weights.body import IncomingBody, read_body
+from ..weights.deadline import Deadline
+from ..weights.limits import WeightLimits
 from ..weights.staging import StagingArea
-from .ops import AdapterOp, AdapterUnloadOp, Op, ReloadOp, TensorsOp, Update
+from ..weights.transfer import WeightTransfer
+from ..weights.updates import (
+    AdapterDetach,
+    AdapterUpdate,
+    ReloadUpdate,
+    TensorsUpdate,
+    WeightOp,
+    operation_of,
+)
+from .ops import Update
 from .remote import unwrap
-from .uploads import Uploads
 
 
 class ClusterWeights:
-    def __init__(self, settings: Settings, slot: ServingSlot, metrics: Metrics, ledger, replicas):
-        self.settings = settings
+    transfer: WeightTransfer | None = None  # not served on Ray (see the module's docstring)
+
+    def __init__(self, limits: WeightLimits, slot: ServingSlot, metrics: Metrics, ledger, replicas):
+        self.limits = limits
         self.slot = slot
         self.metrics = metrics
         self.ledger = ledger
         self.replicas = replicas  # DeploymentHandle of the scoring replicas
-        # Bounds the bodies being read; they leave for the object store once read.
-        self.staging = StagingArea(settings.upload_ttl_s, self.max_staged_bytes)
-        self.uploads = Uploads(settings.upload_ttl_s)
+        # Bodies being read, and the buckets of open uploads (held in the object store).
+        self.staging = StagingArea(limits.upload_ttl_s, self.max_staged_bytes)
         self._lock = asyncio.Lock()  # one update in flight at a time
 
     def max_staged_bytes(self) -> int:
-        if self.settings.max_staged_bytes is not None:
-            return self.settings.max_staged_bytes
         served = self.slot.served
-        return 2 * (served.nbytes if served is not None else 0) + (64 << 20)
+        return self.limits.staged_bound(served.nbytes if served is not None else 0)
 
     async def _put(self, buf: bytearray):
         # Put by the ledger, which owns it: the body outlives this ingress, for replicas that
@@ -57,7 +71,7 @@ class ClusterWeights:
         return ref
 
     async def _body(self, body: IncomingBody, operation: str):
-        deadline = Deadline(self.settings.admin_timeout_s)
+        deadline = Deadline(self.limits.admin_timeout_s)
         buf = await read_body(body, deadline, self.staging)
         try:
             self.metrics.weight_bytes.labels(operation).inc(len(buf))
@@ -67,73 +81,82 @@ class ClusterWeights:
 
     # --- the admin calls ------------------------------------------------------------------
     async def reload(self, req: ReloadRequest) -> WeightUpdate:
-        op = ReloadOp(req.path, full=req.full, allow_cast=req.allow_cast)
-        return await self._update("reload", op, req.version)
+        op = ReloadUpdate(req.path, full=req.full, allow_cast=req.allow_cast)
+        return await self._update(op, req.version)
 
     async def push(self, body: IncomingBody, version: int | None, full: bool) -> WeightUpdate:
         self.slot.require_served()
         self.slot.next_version(version)  # refuse a stale version before reading the body
         ref, _ = await self._body(body, "push")
-        return await self._update("push", TensorsOp((ref,), full=full), version)
+        return await self._update(TensorsUpdate((ref,), full=full), version)
 
     def create_upload(self) -> UploadStatus:
         self.slot.require_served()
-        return self.uploads.status(self.uploads.create())
+        return self.staging.status(self.staging.create())
 
     async def stage(self, upload_id: str, body: IncomingBody) -> UploadStatus:
         from ray.exceptions import RayTaskError
 
-        self.uploads.get(upload_id)  # 404 before reading a body nobody will use
-        ref, n = await self._body(body, "stage")
+        self.staging.check_open(upload_id)  # 404 before reading a body nobody will use
+        deadline = Deadline(self.limits.admin_timeout_s)
+        buf = await read_body(body, deadline, self.staging)
         try:
-            names = await self.replicas.check_bucket.remote(ref)
-        except RayTaskError as exc:
-            raise unwrap(exc) from None
-        return self.uploads.status(self.uploads.add(upload_id, ref, names, n))
+            self.metrics.weight_bytes.labels("stage").inc(len(buf))
+            ref = await self._put(buf)
+            try:
+                names = await self.replicas.check_bucket.remote(ref)
+            except RayTaskError as exc:
+                raise unwrap(exc) from None
+            # Its bytes stay counted against the staging bound until commit, abort or expiry.
+            upload = self.staging.add_part(upload_id, ref, names, len(buf))
+        finally:
+            self.staging.release(len(buf))
+        return self.staging.status(upload)
 
     async def commit(self, upload_id: str, req: CommitRequest) -> WeightUpdate:
-        upload = self.uploads.take(upload_id)
-        op = TensorsOp(tuple(upload.refs), full=req.full, operation="commit")
+        upload = self.staging.take(upload_id)
+        op = TensorsUpdate(tuple(upload.parts), full=req.full, operation="commit")
         try:
-            if not upload.refs:  # as on one server: a commit of nothing is refused
+            if upload.empty:  # as on one server: a commit of nothing is refused
                 raise WeightsRejectedError(
                     [f"upload {upload_id!r} has no staged tensors; stage a bucket, then commit"]
                 )
-            return await self._update("commit", op, req.version)
+            answer = await self._update(op, req.version)
         except BaseException:
-            self.uploads.restore(upload)  # the client may fix the version and commit again
+            self.staging.restore(upload)  # the client may fix the version and commit again
             raise
+        self.staging.done(upload)
+        return answer
 
     def abort(self, upload_id: str) -> UploadStatus:
-        return self.uploads.status(self.uploads.take(upload_id), state="aborted")
+        return self.staging.status(self.staging.abort(upload_id), state="aborted")
 
     async def load_adapter(self, req: AdapterRequest) -> WeightUpdate:
-        from pathlib import Path
-
         name = req.name or Path(req.path).name
-        op = AdapterOp(name=name, allow_cast=req.allow_cast, path=req.path)
-        return await self._update("adapter_load", op, req.version)
+        op = AdapterUpdate(name=name, allow_cast=req.allow_cast, path=req.path)
+        return await self._update(op, req.version)
 
     async def push_adapter(
         self, body: IncomingBody, version: int | None, name: str | None, allow_cast: bool
     ) -> WeightUpdate:
         ref, _ = await self._body(body, "adapter_load")
-        op = AdapterOp(name=name or "pushed", allow_cast=allow_cast, blob=ref)
-        return await self._update("adapter_load", op, version)
+        op = AdapterUpdate(name=name or "pushed", allow_cast=allow_cast, body=ref)
+        return await self._update(op, version)
 
     async def unload_adapter(self, version: int | None) -> WeightUpdate:
-        return await self._update("adapter_unload", AdapterUnloadOp(), version)
+        return await self._update(AdapterDetach(), version)
 
-    # --- one update, end to end -----------------------------------------------------------
-    async def _update(self, operation: str, op: Op, version: int | None) -> WeightUpdate:
-        with self.metrics.weight_operation(operation):
+    # --- one update, fanned out and committed -----------------------------------------------
+    async def _update(self, op: WeightOp, version: int | None) -> WeightUpdate:
+        with self.metrics.weight_operation(operation_of(op)):
             async with self._lock:
-                return await self._run(operation, op, version)
+                return await self._run(op, version)
 
-    async def _run(self, operation: str, op: Op, version: int | None) -> WeightUpdate:
-        start, timeout = time.perf_counter(), self.settings.admin_timeout_s
+    async def _run(self, op: WeightOp, version: int | None) -> WeightUpdate:
+        start, timeout = time.perf_counter(), self.limits.admin_timeout_s
         self.slot.require_served()
         update = Update(self.slot.next_version(version), op)
+        operation = update.operation
         previous, before = self.slot.version, await self.ledger.history.remote()
         await self.ledger.propose.remote(update)
         try:
@@ -160,8 +183,9 @@ class ClusterWeights:
             raise errors[0]
         if left:
             await self.ledger.replace.remote(list(left))
-        if isinstance(op, AdapterOp | AdapterUnloadOp):
-            self.slot.served.adapter = op.name if isinstance(op, AdapterOp) else None
+        served = self.slot.require_served()
+        if isinstance(op, AdapterUpdate | AdapterDetach):
+            served.adapter = op.name if isinstance(op, AdapterUpdate) else None
         self.slot.bump_version(update.version)
         tensors, nbytes = _sizes(staged.values())
         return WeightUpdate(
@@ -171,7 +195,7 @@ class ClusterWeights:
             tensors=tensors,
             bytes=nbytes,
             seconds=round(time.perf_counter() - start, 4),
-            adapter=self.slot.served.adapter,
+            adapter=served.adapter,
         )
 
 

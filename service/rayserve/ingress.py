@@ -13,7 +13,15 @@ import asyncio
 import logging
 
 from ..metrics import Metrics
-from ..runtime import hold_bounds_of, limits_of
+from ..runtime import (
+    drain,
+    follow_checkpoints,
+    hold_bounds_of,
+    limits_of,
+    staleness_guard,
+    watch,
+    weight_limits_of,
+)
 from ..scoring import ScoringPipeline
 from ..serving import ServingSlot
 from ..settings import Settings
@@ -37,25 +45,30 @@ class IngressRuntime:
         self.scheduler = ReplicaScheduler(replicas, self.slot)
         self.pipeline = ScoringPipeline(
             self.slot,
-            self.scheduler,  # type: ignore[arg-type]  (the same submit, on a replica)
+            self.scheduler,  # an EngineQueue: the same submit, made on a replica
             limits_of(s),
-            on_scored=lambda response: self.metrics.count_scored(response.groups),
+            on_scored=self._count_scored,
             hold=hold_bounds_of(s),
             variants=s.reward_variants(),
         )
-        self.weights = ClusterWeights(s, self.slot, self.metrics, self.ledger, replicas)
-        assembler = self.pipeline.assembler
-        self.metrics.watch(
-            weight_version=lambda: self.slot.version if self.slot.served is not None else -1,
-            queue_depth=lambda: self.scheduler.depth,
-            staged_bytes=lambda: self.weights.staging.staged_bytes,
-            ready=lambda: self.slot.ready,
-            held_groups=lambda: assembler.held_groups,
-            held_samples=lambda: assembler.held_samples,
-            held_bytes=lambda: assembler.held_bytes,
-            groups_incomplete=lambda: assembler.incomplete,
+        self.weights = ClusterWeights(
+            weight_limits_of(s), self.slot, self.metrics, self.ledger, replicas
         )
+        # The watcher lives here, in the one ingress: it reloads every replica through the
+        # ledger, as /admin/weights/reload does.
+        self.staleness = staleness_guard(s, self.metrics, self.slot)
+        self.watcher = follow_checkpoints(s, self.slot, self.weights.reload, self.metrics)
+        if self.watcher is not None:
+            self.pipeline.before_scoring = self.watcher.wait_current
+        watch(
+            self.metrics, self.slot, self.pipeline, self.weights.staging,
+            queue_depth=lambda: self.scheduler.depth,
+        )  # fmt: skip
         self._connecting: asyncio.Task | None = None
+
+    def _count_scored(self, response) -> None:
+        self.metrics.count_scored(response.groups)
+        self.staleness.observe(response.weight_version)
 
     @property
     def max_batch_tokens(self) -> int:
@@ -66,6 +79,8 @@ class IngressRuntime:
         """/ready stays 503 until a replica has described the model and the ledger its version."""
         self.slot.bind_loop(asyncio.get_running_loop())
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        if self.watcher is not None:
+            self.watcher.start()
 
     async def _connect(self) -> None:
         while True:
@@ -81,14 +96,11 @@ class IngressRuntime:
         log.info("ingress ready: %s at version %d", described["name"], committed)
 
     async def drain(self, timeout: float) -> int:
-        self.slot.draining = True
-        self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
-        end = asyncio.get_running_loop().time() + timeout
-        while self.scheduler.in_flight and asyncio.get_running_loop().time() < end:
-            await asyncio.sleep(0.05)
-        return self.scheduler.in_flight
+        return await drain(self.slot, self.pipeline, self.scheduler, timeout)
 
     async def aclose(self) -> None:
         self.slot.draining = True
         if self._connecting is not None:
             self._connecting.cancel()
+        if self.watcher is not None:
+            await self.watcher.aclose()

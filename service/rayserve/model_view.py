@@ -1,12 +1,31 @@
 """What the ingress knows of the served model, as a replica describes it (it holds no weights).
 
-It stands in for ServedModel where the ingress needs one: tokenizing (the replica's own
-tokenizer, pickled across), /v1/model, and the limits lowered to the model's context.
+It is a `serving.ModelFacts`, as ServedModel is: what tokenizing (the replica's own tokenizer,
+pickled across), /v1/model and the limits lowered to the model's context read.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from ..serving import ServedModel
+
+
+def describe(served: ServedModel, max_batch_tokens: int) -> dict:
+    """What a replica tells the ingress of its model (picklable; the tokenizer travels whole)."""
+    return {
+        "name": served.name,
+        "tokenizer": served.tokenizer,
+        "vocab_size": served.vocab_size,
+        "max_length": served.max_length,
+        "max_request_tokens": served.max_request_tokens,
+        "device": str(served.device),
+        "dtype": str(served.dtype).removeprefix("torch."),
+        "engine": served.engine_name,
+        "num_parameters": served.num_parameters(),
+        "num_scored_parameters": served.num_scored_parameters(),
+        "nbytes": sum(p.nbytes for p in served.model.parameters()),
+        "adapter": served.adapter,
+        "max_batch_tokens": max_batch_tokens,
+    }
 
 
 class ModelView:
@@ -18,7 +37,7 @@ class ModelView:
         self.max_request_tokens: int = described["max_request_tokens"]
         self.device: str = described["device"]
         self.dtype: str = described["dtype"]
-        self.engine = SimpleNamespace(name=described["engine"])
+        self.engine_name: str = described["engine"]
         self.adapter: str | None = described["adapter"]
         self.nbytes: int = described["nbytes"]
         self.max_batch_tokens: int = described["max_batch_tokens"]

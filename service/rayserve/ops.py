@@ -1,75 +1,44 @@
 """The weight updates the replicas agree on, and what a replica that starts later replays.
 
-An update is staged on every replica (read and validated, nothing served), then committed (copied
-in on each replica's engine worker). Tensor bodies live in Ray's object store, owned by the
-ledger actor so they outlive the ingress that received them; reloads name a path every node reads.
+An update is the weight core's own plain data (weights/updates.py) with the version and id the
+ledger orders it by. It is staged on every replica (read and validated, nothing served), then
+committed (applied on each replica's engine worker). Tensor bodies live in Ray's object store,
+owned by the ledger actor so they outlive the ingress that received them; reloads name a path
+every node reads.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
-
-@dataclass(frozen=True)
-class TensorsOp:
-    """A push (one body) or a bucketed upload's commit (its buckets), as safetensors bodies."""
-
-    blobs: tuple[Any, ...]  # ObjectRefs to bytes
-    full: bool
-    operation: Literal["push", "commit"] = "push"
-
-
-@dataclass(frozen=True)
-class ReloadOp:
-    """A checkpoint on disk: the path must be readable on every replica's node."""
-
-    path: str
-    full: bool
-    allow_cast: bool
-
-
-@dataclass(frozen=True)
-class AdapterOp:
-    """A LoRA adapter from a directory on disk, or pushed (safetensors with its config)."""
-
-    name: str
-    allow_cast: bool
-    path: str | None = None
-    blob: Any = None  # ObjectRef to bytes, when pushed
-
-
-@dataclass(frozen=True)
-class AdapterUnloadOp:
-    pass
-
-
-Op = TensorsOp | ReloadOp | AdapterOp | AdapterUnloadOp
+from ..weights.updates import (
+    AdapterDetach,
+    AdapterUpdate,
+    ReloadUpdate,
+    TensorsUpdate,
+    WeightOp,
+    operation_of,
+)
 
 
 @dataclass(frozen=True)
 class Update:
     version: int
-    op: Op
+    op: WeightOp
     id: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @property
     def operation(self) -> str:
-        op = self.op
-        if isinstance(op, TensorsOp):
-            return op.operation
-        if isinstance(op, ReloadOp):
-            return "reload"
-        return "adapter_load" if isinstance(op, AdapterOp) else "adapter_unload"
+        return operation_of(self.op)
 
 
-def replaces_base(op: Op) -> bool:
-    return isinstance(op, TensorsOp | ReloadOp) and op.full
+def replaces_base(op: WeightOp) -> bool:
+    return isinstance(op, TensorsUpdate | ReloadUpdate) and op.full
 
 
-def is_adapter(op: Op) -> bool:
-    return isinstance(op, AdapterOp | AdapterUnloadOp)
+def is_adapter(op: WeightOp) -> bool:
+    return isinstance(op, AdapterUpdate | AdapterDetach)
 
 
 def compact(history: list[Update], update: Update) -> list[Update]:
@@ -77,7 +46,7 @@ def compact(history: list[Update], update: Update) -> list[Update]:
     of `history + [update]`.
 
     A full update makes earlier tensor updates moot; an adapter change makes earlier adapter
-    changes moot (the latest one decides what is attached), and an unload leaves none. Versions
+    changes moot (the latest one decides what is attached), and a detach leaves none. Versions
     dropped this way are reached by the replica settling at the committed version afterwards.
     """
     op = update.op
@@ -87,6 +56,6 @@ def compact(history: list[Update], update: Update) -> list[Update]:
         kept = [u for u in history if not is_adapter(u.op)]
     else:
         kept = list(history)
-    if not isinstance(op, AdapterUnloadOp):
+    if not isinstance(op, AdapterDetach):
         kept.append(update)
     return kept

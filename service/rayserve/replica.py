@@ -1,6 +1,8 @@
 """ScoringReplica: one scoring replica of the Ray Serve application.
 
-It runs the same Runtime as `vigor-serve` (engine worker, serving slot, scheduler), minus HTTP.
+It runs the same Runtime as `vigor-serve` (engine worker, serving slot, scheduler, weight core),
+minus HTTP, and stages and applies each update through that Runtime's WeightCore, as the plain
+server's weight plane does.
 Before Ray Serve routes it any request — its constructor has not returned — it loads the model,
 joins the ledger and replays the committed updates, so a replica started late or restarted by
 Ray serves the committed version from its first request. Afterwards a sync loop long-polls the
@@ -19,9 +21,11 @@ from ..engine.types import SequenceScore, TokenSequence
 from ..errors import ModelLoadError
 from ..runtime import Runtime
 from ..settings import Settings
+from ..weights.core import Staged, WeightCore
+from ..weights.updates import TensorsUpdate
 from .ledger import NAMESPACE
-from .ops import TensorsOp, Update
-from .replica_ops import ReplicaUpdates, Staged
+from .model_view import describe
+from .ops import Update
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +47,16 @@ class ScoringReplica:
             if slot.load_error:
                 raise ModelLoadError(slot.load_error)
             await asyncio.sleep(0.05)
-        self.updates = ReplicaUpdates(settings, slot, self.runtime.worker)
+        self.core: WeightCore = self.runtime.weights.core
         self.ledger = ray.get_actor(ledger_name, namespace=NAMESPACE)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         me = ray.get_runtime_context().current_actor
         snapshot, committed = await self.ledger.join.remote(self.replica_id, me)
         for update in snapshot:
-            await self.updates.apply(await self.updates.stage(update))
-        await self.updates.settle(committed)
+            await self._apply(await self._stage(update))
+        await self.core.settle(committed)
         log.info("replica %s up at version %d", self.replica_id, slot.version)
-        self._staged: Staged | None = None
+        self._staged: tuple[str, Staged] | None = None  # (update id, staged)
         self._summed: tuple[int, float] | None = None
         self._failure: str | None = None
         self._tasks = [asyncio.create_task(self._sync()), asyncio.create_task(self._beat())]
@@ -79,28 +83,31 @@ class ScoringReplica:
 
     async def describe(self) -> dict:
         """What the ingress shows in /v1/model and tokenizes with."""
-        served = self.runtime.slot.require_served()
-        return {
-            "name": served.name,
-            "tokenizer": served.tokenizer,
-            "vocab_size": served.vocab_size,
-            "max_length": served.max_length,
-            "max_request_tokens": served.max_request_tokens,
-            "device": str(served.device),
-            "dtype": str(served.dtype).removeprefix("torch."),
-            "engine": served.engine.name,
-            "num_parameters": served.num_parameters(),
-            "num_scored_parameters": served.num_scored_parameters(),
-            "nbytes": sum(p.nbytes for p in served.model.parameters()),
-            "adapter": served.adapter,
-            "max_batch_tokens": self.runtime.max_batch_tokens,
-        }
+        return describe(self.runtime.slot.require_served(), self.runtime.max_batch_tokens)
 
     async def check_bucket(self, blob) -> list[str]:
         """Validate one bucket against the model (the ingress answers a bad one at once);
         returns the parameters it gives."""
-        staged = await self.updates.stage(Update(version=0, op=TensorsOp((blob,), full=False)))
-        return list(staged.checked.tensors)
+        staged = await self._stage(Update(version=0, op=TensorsUpdate((blob,), full=False)))
+        self.core.release(staged)
+        return list(staged.checked.tensors) if staged.checked is not None else []
+
+    # --- one update through the core --------------------------------------------------------
+    async def _stage(self, update: Update) -> Staged:
+        return await self.core.stage(update.op, update.version, self.core.deadline())
+
+    async def _apply(self, staged: Staged) -> int:
+        """The swap on the engine worker; returns the version now served."""
+        try:
+            await self.core.apply(staged, self.core.deadline())
+        finally:
+            self.core.release(staged)
+        return self.runtime.slot.version
+
+    def _drop_staged(self) -> None:
+        if self._staged is not None:
+            self.core.release(self._staged[1])
+            self._staged = None
 
     # --- Ray Serve hooks ------------------------------------------------------------------
     def check_health(self) -> None:
@@ -149,30 +156,31 @@ class ScoringReplica:
             self._failure = "fell behind the weight ledger's log; waiting to be replaced"
             return
         for update in sync.apply:
-            staged = self._staged
-            if staged is None or staged.update.id != update.id:
-                staged = None
+            kept = self._staged
+            staged = kept[1] if kept is not None and kept[0] == update.id else None
+            if staged is None:
+                self._drop_staged()
+            self._staged = None
             error = None
             try:
-                staged = staged or await self.updates.stage(update)
-                await self.updates.apply(staged)
+                await self._apply(staged or await self._stage(update))
             except Exception as exc:
                 error = exc
                 log.error("replica %s failed to apply version %d: %s", self.replica_id,
                           update.version, exc)  # fmt: skip
-            self._staged = None
             await self.ledger.applied.remote(self.replica_id, update.version, error)
             if error is not None:
                 return
         if sync.committed > self.runtime.slot.version and not sync.apply:
-            await self.updates.settle(sync.committed)
-        if self._staged is not None and self._staged.update.id != sync.pending_id:
-            self._staged = None  # aborted: drop its tensors
+            await self.core.settle(sync.committed)
+        if self._staged is not None and self._staged[0] != sync.pending_id:
+            self._drop_staged()  # aborted: drop its tensors
         if sync.stage is not None:
             try:
-                self._staged = await self.updates.stage(sync.stage)
-                checked = self._staged.checked
-                outcome = (len(checked), checked.nbytes) if checked is not None else (0, 0)
+                self._drop_staged()
+                staged = await self._stage(sync.stage)
+                self._staged = (sync.stage.id, staged)
+                outcome = (staged.tensors, staged.nbytes)
             except Exception as exc:
                 outcome = exc
             await self.ledger.staged.remote(self.replica_id, sync.stage.id, outcome)

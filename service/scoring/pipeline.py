@@ -1,15 +1,15 @@
 """The one path from a validated request to its response, callable without HTTP.
 
-limits → tokenization (in a thread) → wait for the weight version → the scheduler (one engine
-call on the worker, at one version) → response. Both scoring routes, the group assembler and
-replicas call it with plain objects.
+limits → tokenization (in a thread) → wait for the weight version (and for a checkpoint the
+watcher sees on its way) → the scheduler (one engine call on the worker, at one version) →
+response. Both scoring routes, the group assembler and replicas call it with plain objects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from vigor_client.schema import (
     GroupResult,
@@ -23,20 +23,22 @@ from vigor_client.variants import needed_signals
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
-from ..serving import ServedModel, ServingSlot
+from ..serving import ModelFacts, ServingSlot
 from .assembler import Gone, GroupAssembler, HoldBounds
 from .held import Caller, SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
 from .response import build_response, signal_reasons
-from .scheduler import Scheduler
+from .scheduler import EngineQueue
 from .variants import RewardVariants
 
 OnScored = Callable[[RewardsResponse], None]
+# Waits until no newer weights are on their way (the checkpoint watcher), before each engine call.
+BeforeScoring = Callable[[], Awaitable[None]]
 
 
-def tokenization_for(served: ServedModel) -> Tokenization:
+def tokenization_for(served: ModelFacts) -> Tokenization:
     return Tokenization(served.tokenizer, served.vocab_size, served.max_length)
 
 
@@ -44,10 +46,11 @@ class ScoringPipeline:
     def __init__(
         self,
         slot: ServingSlot,
-        scheduler: Scheduler,
+        scheduler: EngineQueue,
         limits: Limits,
         on_scored: OnScored | None = None,
         *,
+        before_scoring: BeforeScoring | None = None,
         hold: HoldBounds | None = None,
         variants: RewardVariants | None = None,
     ) -> None:
@@ -56,6 +59,7 @@ class ScoringPipeline:
         self.scheduler = scheduler
         self._limits = limits
         self._on_scored = on_scored
+        self.before_scoring = before_scoring
         self.assembler = GroupAssembler(self.run, hold or HoldBounds())
 
     @property
@@ -99,6 +103,8 @@ class ScoringPipeline:
         request = self.with_variant(request)
         if request.min_weight_version is not None:
             await self.slot.wait_for_version(request.min_weight_version, request.wait_s)
+        if self.before_scoring is not None:
+            await self.before_scoring()
         self.slot.require_accepting()
         needed = needed_signals(request.reward_spec)  # type: ignore[arg-type]  (resolved above)
         outcome = await self.scheduler.submit(

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from ..engine.types import SequenceScore, TokenSequence
 from ..errors import ClientGoneError, DeadlineExceededError, LimitExceededError, OverloadedError
@@ -64,6 +65,31 @@ class Job:
 class JobOutcome:
     scores: list[SequenceScore]
     version: int
+
+
+@runtime_checkable
+class EngineQueue(Protocol):
+    """What the scoring pipeline needs of a scheduler: this module's Scheduler on a plain server,
+    rayserve's ReplicaScheduler (the same call, made on a replica) at the Ray ingress."""
+
+    in_flight: int
+
+    @property
+    def depth(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def submit(
+        self,
+        sequences: list[TokenSequence],
+        *,
+        signals: tuple[str, ...] = (),
+        temperature: float = 1.0,
+        deadline_s: float | None = None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> JobOutcome: ...
 
 
 class Scheduler:

@@ -6,12 +6,40 @@ consistent set of weights.
 
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 import torch
 
 from ..engine.params import scored_parameters
 from ..engine.types import NormEngine, SequenceScore, TokenSequence
 from ..models.loader import LoadedModel, max_sequence_length
 from .token_budget import MAX_REQUEST_TOKENS
+
+
+@runtime_checkable
+class ModelFacts(Protocol):
+    """What requests read of the served model (tokenizing, limits, /v1/model): a ServedModel, or
+    at the Ray ingress, which holds no weights, rayserve's ModelView of its replicas' model."""
+
+    name: str
+    tokenizer: Any
+    vocab_size: int
+    max_length: int
+    max_request_tokens: int
+    adapter: str | None
+
+    @property
+    def device(self) -> Any: ...
+
+    @property
+    def dtype(self) -> Any: ...
+
+    @property
+    def engine_name(self) -> str: ...
+
+    def num_parameters(self) -> int: ...
+
+    def num_scored_parameters(self) -> int: ...
 
 
 class ServedModel:
@@ -48,6 +76,10 @@ class ServedModel:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

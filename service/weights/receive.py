@@ -3,7 +3,9 @@
 The announcement is checked before a byte arrives (names, shapes, dtypes against the served
 model). Whatever is wrong, every bucket the trainer broadcasts is still received — into a scratch
 buffer once something is refused — so the trainer's broadcast completes and the group stays in
-step; the refusal is raised at the end, naming each tensor at fault.
+step; the refusal is raised at the end, naming each tensor at fault. Scratch is bounded as staged
+bytes are: a bucket over --max-staged-bytes is refused before anything is received, and the group
+closed (it cannot be drained).
 """
 
 from __future__ import annotations
@@ -87,6 +89,17 @@ def receive_update(
         )  # fmt: skip
     sizes = [tensor_nbytes(s, d) for s, d in zip(info.shapes, dtypes, strict=True)]
     plan = bucket_plan(sizes, info.packed, info.packed_buffer_size_bytes)
+    # A broadcast is received whole into one buffer, staged or scratch: a bucket over the staging
+    # bound can be neither kept nor drained (an announced [2^40] would be a 4 TiB allocation).
+    bound = staging.max_bytes()
+    biggest = max((sum(sizes[i] for i in bucket) for bucket in plan), default=0)
+    if biggest > bound:
+        group.close()
+        raise LimitExceededError(
+            f"the announced update has a bucket of {biggest} bytes, over the bound of {bound} "
+            "(--max-staged-bytes) that a bucket is received into; nothing was received and the "
+            "weight-transfer group is closed: init again"
+        )
     failure: VigorServiceError | None = WeightsRejectedError(problems) if problems else None
     scratch = torch.empty(0, dtype=torch.uint8, device=group.device)
     received = 0

@@ -1,5 +1,9 @@
 """Bucketed pushes: validated tensors held per upload until commit, abort or expiry.
 
+The one staging book of both deployments: a plain server holds each bucket's tensors (`merge`);
+the Ray ingress, which holds no model, holds references to buckets its replicas checked
+(`add_part`). Both count against the same bound.
+
 Memory is bounded: room for a body is reserved before it is read (413 when the staged total would
 pass the bound), and an upload left untouched for `ttl_s` is dropped. Buckets of one upload may
 arrive concurrently; each is validated on its own and merged under the lock.
@@ -12,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -27,10 +32,21 @@ class Upload:
     deadline: float
     checked: Checked = field(default_factory=Checked)
     buffers: list[bytearray] = field(default_factory=list)  # what the staged tensors view
+    parts: list[Any] = field(default_factory=list)  # buckets held elsewhere (Ray's object store)
+    part_names: set[str] = field(default_factory=set)
+    part_bytes: int = 0
 
     @property
     def nbytes(self) -> int:
-        return sum(len(b) for b in self.buffers)
+        return sum(len(b) for b in self.buffers) + self.part_bytes
+
+    @property
+    def tensors(self) -> int:
+        return len(self.checked) + len(self.part_names)
+
+    @property
+    def empty(self) -> bool:
+        return not self.checked.tensors and not self.parts
 
 
 class StagingArea:
@@ -68,8 +84,8 @@ class StagingArea:
         left = max(0.0, upload.deadline - time.monotonic()) if state == "open" else 0.0
         return UploadStatus(
             upload_id=upload.id,
-            tensors=len(upload.checked),
-            bytes=upload.checked.nbytes,
+            tensors=upload.tensors,
+            bytes=upload.checked.nbytes + upload.part_bytes,
             expires_in_s=round(left, 3),
             state=state,
         )
@@ -128,6 +144,16 @@ class StagingArea:
                     staged.tensors[key] = tensor
                     staged.given[key] = bucket.given[key]
             upload.buffers.append(buffer)
+            upload.deadline = time.monotonic() + self.ttl_s
+            return upload
+
+    def add_part(self, upload_id: str, part: Any, names: list[str], nbytes: int) -> Upload:
+        """Add a bucket checked elsewhere and held elsewhere, by reference; `nbytes` counts."""
+        with self._lock:
+            upload = self._get(upload_id)
+            upload.parts.append(part)
+            upload.part_names.update(names)
+            upload.part_bytes += nbytes
             upload.deadline = time.monotonic() + self.ttl_s
             return upload
 

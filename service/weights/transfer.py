@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from vigor_client.distributed.group import GroupError, StatelessGroup
 from vigor_client.schema import WeightUpdate
@@ -37,15 +37,14 @@ from ..errors import (
     WeightsRejectedError,
 )
 from ..metrics import Metrics
-from ..serving import EngineWorker, ServedModel, ServingSlot
-from ..settings import Settings
-from .apply import copy_weights
-from .bounded import Deadline, in_daemon_thread, on_worker
+from .core import WeightCore
+from .deadline import in_daemon_thread
+from .limits import WeightLimits
 from .receive import StagedUpdate, receive_update
-from .staging import StagingArea
-from .validate import TargetMap, check_complete
 
 log = logging.getLogger(__name__)
+
+JOIN_GRACE_S = 5.0  # beyond --transfer-timeout-s: the group's own timeout answers first
 
 
 class Session:
@@ -59,18 +58,10 @@ class Session:
 
 
 class WeightTransfer:
-    def __init__(
-        self,
-        settings: Settings,
-        slot: ServingSlot,
-        worker: EngineWorker,
-        metrics: Metrics,
-        staging: StagingArea,
-        targets: Callable[[ServedModel], TargetMap],
-    ) -> None:
-        self.settings, self.slot, self.worker, self.metrics = settings, slot, worker, metrics
-        self.staging = staging
-        self._targets = targets
+    def __init__(self, limits: WeightLimits, core: WeightCore, metrics: Metrics) -> None:
+        self.limits, self.core, self.metrics = limits, core, metrics
+        self.slot = core.slot
+        self.staging = core.staging
         self._session: Session | None = None
         self._busy: str | None = None  # the call in progress; calls run one at a time
         self._receiving = False
@@ -100,7 +91,7 @@ class WeightTransfer:
         if self._busy is not None:
             raise TransferStateError(
                 f"{self._busy} is in progress; it ends when the trainer's broadcast does, or "
-                f"within --transfer-timeout-s ({self.settings.transfer_timeout_s:g} s)"
+                f"within --transfer-timeout-s ({self.limits.transfer_timeout_s:g} s)"
             )
         self._busy = call
         try:
@@ -136,7 +127,7 @@ class WeightTransfer:
 
     def _arm(self, session: Session) -> None:
         self._disarm(session)
-        ttl = self.settings.upload_ttl_s
+        ttl = self.limits.upload_ttl_s
         session.expires_at = time.monotonic() + ttl
         session.expiry = asyncio.get_running_loop().call_later(ttl, self._expire, session)
 
@@ -147,8 +138,8 @@ class WeightTransfer:
 
     def _expire(self, session: Session) -> None:
         if self._session is session and not self._receiving:
-            log.warning("weight update untouched for %g s: dropped", self.settings.upload_ttl_s)
-            self._close(f"the open update was untouched for {self.settings.upload_ttl_s:g} s")
+            log.warning("weight update untouched for %g s: dropped", self.limits.upload_ttl_s)
+            self._close(f"the open update was untouched for {self.limits.upload_ttl_s:g} s")
 
     # --- the calls --------------------------------------------------------------------------
     async def init(self, info: InitInfo) -> TransferStatus:
@@ -161,15 +152,24 @@ class WeightTransfer:
                 ": use gloo")])  # fmt: skip
         with self.metrics.weight_operation("transfer_init"), self._exclusive("init"):
             self._close("a new init_weight_transfer_engine")
+            timeout = self.limits.transfer_timeout_s
             try:
+                # Bounded here too: the group's own timeout does not cover a peer that accepts
+                # the connection and never answers. A group formed after we gave up is closed.
                 group = await in_daemon_thread(
                     StatelessGroup, master_address=info.master_address,
                     master_port=info.master_port, rank=info.rank_offset,
-                    world_size=info.world_size, backend=backend,
-                    timeout_s=self.settings.transfer_timeout_s, device=device,
+                    world_size=info.world_size, backend=backend, timeout_s=timeout,
+                    device=device, within=timeout + JOIN_GRACE_S, late=StatelessGroup.close,
                 )  # fmt: skip
             except GroupError as exc:
                 raise TransferFailedError(str(exc)) from exc
+            except TimeoutError:
+                raise TransferFailedError(
+                    f"no group formed with {info.master_address}:{info.master_port} within "
+                    f"{timeout:g} s (--transfer-timeout-s): the peer did not complete the "
+                    "rendezvous; nothing was joined"
+                ) from None
             self._session = Session(group)
         log.info("joined weight-transfer group %s as rank %d of %d (%s)",
                  group.master, group.rank, group.world_size, backend)  # fmt: skip
@@ -194,7 +194,7 @@ class WeightTransfer:
             self._disarm(session)  # the receive is bounded by the group's own timeout
             self._receiving = True
             try:
-                targets = self._targets(served)
+                targets = self.core.targets(served)
                 received = await in_daemon_thread(
                     receive_update, session.group, info, targets, self.staging, staged
                 )
@@ -218,29 +218,30 @@ class WeightTransfer:
         return self.status("Weights updated")
 
     async def finish(self, req: FinishWeightUpdateRequest) -> WeightUpdate:
-        start, deadline = time.perf_counter(), Deadline(self.settings.admin_timeout_s)
-        served = self.slot.require_served()
+        start, deadline = time.perf_counter(), self.core.deadline()
+        self.slot.require_served()
         version = req.version()
         with self.metrics.weight_operation("transfer_finish"), self._exclusive("finish"):
-            session, staged = self._update_or_raise("finish_weight_update")
+            session, received = self._update_or_raise("finish_weight_update")
             self._disarm(session)
             try:
-                if req.full:
-                    check_complete(self._targets(served), staged.checked)
-                previous, new = await on_worker(
-                    self.worker, deadline, "the weight update", copy_weights,
-                    self.slot, staged.checked, version,
-                )  # fmt: skip
+                if not len(received.checked):
+                    # As for an upload's commit: a new version of unchanged weights would tell
+                    # the trainer its update landed when nothing was sent.
+                    raise WeightsRejectedError(
+                        ["the update holds no tensors: send them with /update_weights, then "
+                         "finish (or /abort_weight_update)"]
+                    )  # fmt: skip
+                staged = self.core.staged_tensors(
+                    received.checked, full=req.full, operation="transfer", version=version
+                )
+                versions = await self.core.apply(staged, deadline)
             except BaseException:
                 self._arm(session)  # kept: the trainer may fix the version and finish again
                 raise
-            tensors, nbytes = len(staged.checked), staged.checked.nbytes
+            answer = self.core.result(staged, versions, start)
             self._drop_update(session)
-        return WeightUpdate(
-            operation="transfer", weight_version=new, previous_version=previous,
-            tensors=tensors, bytes=nbytes,
-            seconds=round(time.perf_counter() - start, 4), adapter=served.adapter,
-        )  # fmt: skip
+        return answer
 
     def abort(self) -> TransferStatus:
         with self._exclusive("abort_weight_update"):

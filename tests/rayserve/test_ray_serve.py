@@ -31,6 +31,18 @@ GROUPS = [
     {"prompt": "Count to three", "completions": ["1 2 3", "one, two, three", "3"]},
 ]
 REPLICA_PREFIX = "SERVE_REPLICA::vigor#ScoringReplica#"
+TRANSFER_CALLS = [
+    ("POST", "/init_weight_transfer_engine", {"init_info": {"master_address": "127.0.0.1",
+                                                             "master_port": 29500,
+                                                             "rank_offset": 1, "world_size": 2}}),
+    ("POST", "/start_weight_update", {}),
+    ("POST", "/update_weights", {"update_info": {"names": [], "dtype_names": [], "shapes": []}}),
+    ("POST", "/finish_weight_update", {}),
+    ("POST", "/abort_weight_update", None),
+    ("POST", "/close_weight_transfer_engine", None),
+    ("GET", "/weight_transfer_status", None),
+    ("GET", "/get_world_size", None),
+]  # fmt: skip
 
 
 def weights_for(model_dir, version: int) -> bytes:
@@ -158,8 +170,17 @@ def agreeing(ledger, count: int, version: int):
 
 
 def test_same_api_and_scores_as_plain_server(ray_app, plain_server, reference):
+    """The same API, less the vLLM transfer routes (not served on Ray, issue 24)."""
     plain = httpx.get(plain_server.url + "/openapi.json").json()
-    assert httpx.get(ray_app + "/openapi.json").json() == plain
+    on_ray = httpx.get(ray_app + "/openapi.json").json()
+    transfer = {p for _, p, _ in TRANSFER_CALLS}
+    assert transfer <= set(plain["paths"])
+    assert on_ray["paths"] == {k: v for k, v in plain["paths"].items() if k not in transfer}
+    assert {k: v for k, v in on_ray.items() if k not in ("paths", "components")} == {
+        k: v for k, v in plain.items() if k not in ("paths", "components")
+    }
+    ray_schemas, plain_schemas = on_ray["components"]["schemas"], plain["components"]["schemas"]
+    assert all(plain_schemas[name] == schema for name, schema in ray_schemas.items())
     for got, want in zip(scores_of(ray_app), reference.scores[0], strict=True):
         assert close(got, want)
     info = httpx.get(ray_app + "/v1/model").json()
@@ -318,3 +339,29 @@ def lora_state(lora, model_dir) -> dict[str, torch.Tensor]:
         k: 0.05 * torch.randn(v.shape, generator=gen, dtype=torch.float64)
         for k, v in shapes.items()
     }
+
+
+def test_transfer_routes_are_not_served_on_ray_and_say_so(ray_app, plain_server, ledger):
+    """The vLLM transfer is not served by the Ray ingress: every one of its paths answers 404
+    naming the deployment and what to use instead (on main, start and finish answered 500), none
+    is in the OpenAPI schema, and nothing moves; the plain server serves the same paths."""
+    version = httpx.get(ray_app + "/v1/model").json()["weight_version"]
+    for method, path, body in TRANSFER_CALLS:
+        r = httpx.request(method, ray_app + path, json=body, timeout=60)
+        assert r.status_code == 404, (path, r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "not_found", path
+        assert "not served by this deployment (vigor-serve --ray)" in error["message"], path
+        assert "/admin/weights/push" in error["message"], path
+    paths = httpx.get(ray_app + "/openapi.json").json()["paths"]
+    assert not {p for _, p, _ in TRANSFER_CALLS} & set(paths)
+    assert "/admin/weights/push" in paths
+    assert httpx.get(ray_app + "/v1/model").json()["weight_version"] == version
+    _, live = ray.get(ledger.state.remote())
+    assert agreeing(ledger, live, version)
+
+    # The plain server serves them: a status, and an out-of-order start named as such.
+    status = httpx.get(plain_server.url + "/weight_transfer_status")
+    assert status.status_code == 200 and status.json()["state"] == "closed", status.text
+    start = httpx.post(plain_server.url + "/start_weight_update", json={})
+    assert start.status_code == 409 and start.json()["error"]["code"] == "transfer_state"

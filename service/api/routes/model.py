@@ -18,7 +18,7 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         weight_version=runtime.slot.version,
         device=str(served.device),
         dtype=str(served.dtype).removeprefix("torch."),
-        engine=served.engine.name,
+        engine=served.engine_name,
         num_parameters=served.num_parameters(),
         num_scored_parameters=served.num_scored_parameters(),
         adapter=served.adapter,
@@ -28,4 +28,6 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         limits={**runtime.pipeline.limits.as_dict(), "max_batch_tokens": runtime.max_batch_tokens},
         reward_spec=runtime.pipeline.variants.default,
         reward_specs=sorted(runtime.pipeline.variants.named),
+        watch=runtime.watcher.status() if runtime.watcher is not None else None,
+        staleness=runtime.staleness.status(runtime.slot.version),
     )

@@ -7,7 +7,7 @@ process group, not HTTP (vigor_client.distributed.WeightSender drives both).
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from vigor_client.schema import ErrorResponse, WeightUpdate
 from vigor_client.transfer import (
@@ -93,3 +93,22 @@ async def get_world_size() -> WorldSize:
 
 # Admin routes outside /admin: the admin guard refuses them on their headers too.
 ADMIN_PATHS = frozenset(route.path for route in router.routes)
+
+NOT_SERVED = (
+    "the vLLM weight transfer is not served by this deployment (vigor-serve --ray): each replica "
+    "would have to join the trainer's process group. Send the weights through /admin/weights/push "
+    "or a bucketed upload, or reload them from a checkpoint (/admin/weights/reload)"
+)
+
+
+def not_served_router() -> APIRouter:
+    """Where the runtime has no transfer (the Ray ingress) these paths are not mounted: each
+    answers 404 saying so, out of the OpenAPI schema, after the same admin check."""
+    refusals = APIRouter(dependencies=[AdminAuth], include_in_schema=False)
+
+    async def refuse() -> None:
+        raise HTTPException(404, NOT_SERVED)
+
+    for route in router.routes:
+        refusals.add_api_route(route.path, refuse, methods=sorted(route.methods))
+    return refusals

@@ -1,4 +1,4 @@
-"""Bounded execution for admin calls: a deadline, threads told to stop, worker jobs called off.
+"""Deadlines for admin calls: threads told to stop, worker jobs called off before they start.
 
 No admin call may hang the server or answer "failed" and then take effect later: blocking reads
 run in threads that stop at the deadline, and a swap queued behind long scoring passes is called
@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ..errors import DeadlineExceededError, WeightsRejectedError
+from ..errors import DeadlineExceededError
 from ..serving import EngineWorker
 from .sources import Cancelled
-from .staging import StagingArea
 
 R = TypeVar("R")
 
@@ -95,14 +93,25 @@ async def on_worker(
         return await task  # already running: a copy is short, let it finish
 
 
-async def in_daemon_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+async def in_daemon_thread(
+    fn: Callable[..., R],
+    *args: Any,
+    within: float | None = None,
+    late: Callable[[R], Any] | None = None,
+    **kwargs: Any,
+) -> R:
     """`fn` in a thread of its own that never holds up the server's exit.
 
     A receive blocked on a silent peer ends only at the group's timeout; asyncio's default
-    executor would make shutdown wait for it.
+    executor would make shutdown wait for it. With `within`, the caller stops waiting after that
+    many seconds (TimeoutError) even when `fn` itself never returns (a peer that accepts a
+    connection and never answers); a value `fn` returns after the caller gave up is handed to
+    `late` (to close a group nobody holds) instead of being dropped.
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[R] = loop.create_future()
+    lock = threading.Lock()
+    gave_up = False  # set once the caller stopped waiting
 
     def settle(ok: bool, value: Any) -> None:
         if not done.done():
@@ -113,46 +122,26 @@ async def in_daemon_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R
             outcome = (True, fn(*args, **kwargs))
         except BaseException as exc:
             outcome = (False, exc)
+        with lock:
+            orphan = gave_up
+        if orphan:
+            if outcome[0] and late is not None:
+                late(outcome[1])
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
             loop.call_soon_threadsafe(settle, *outcome)
 
     threading.Thread(target=run, daemon=True, name=f"vigor-transfer-{fn.__name__}").start()
-    return await done
-
-
-@dataclass(frozen=True)
-class IncomingBody:
-    """A request body as the transport hands it over: its declared length and its chunks."""
-
-    content_length: str | None
-    chunks: AsyncIterator[bytes]
-
-
-async def read_body(body: IncomingBody, deadline: Deadline, staging: StagingArea) -> bytearray:
-    """The whole body in one buffer, its size reserved against the staging bound before reading.
-
-    The caller releases `len(buffer)` from `staging` once done with it.
-    """
-    length = body.content_length or ""
-    if not length.isdigit():
-        raise WeightsRejectedError(["a weights body needs a Content-Length header"])
-    n = int(length)
-    staging.reserve(n)
     try:
-        buf, at = bytearray(n), 0
+        return await asyncio.wait_for(asyncio.shield(done), within)
+    except (TimeoutError, asyncio.CancelledError):
+        with lock:
+            gave_up = True
 
-        async def fill() -> None:
-            nonlocal at
-            async for chunk in body.chunks:
-                if at + len(chunk) > n:
-                    raise WeightsRejectedError(["the body is longer than its Content-Length"])
-                buf[at : at + len(chunk)] = chunk
-                at += len(chunk)
+        def orphaned(f: asyncio.Future[R]) -> None:
+            # Settled after all (the thread passed its check before we gave up): nobody uses it.
+            if not f.cancelled() and f.exception() is None and late is not None:
+                late(f.result())
 
-        await deadline.wait(fill(), "receiving the body")
-        if at != n:
-            raise WeightsRejectedError([f"the body ended after {at} of {n} bytes"])
-        return buf
-    except BaseException:
-        staging.release(n)
+        done.add_done_callback(orphaned)
         raise
