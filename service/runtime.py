@@ -16,6 +16,7 @@ from .errors import ModelLoadError
 from .metrics import Metrics
 from .models.loader import LoadedModel, planned_device_type
 from .scoring import ScoringPipeline
+from .scoring.assembler import HoldBounds
 from .scoring.limits import Limits
 from .scoring.scheduler import EngineQueue, Scheduler
 from .serving import EngineWorker, ServingSlot
@@ -29,13 +30,24 @@ from .weights.staging import StagingArea
 log = logging.getLogger(__name__)
 
 
+def hold_bounds_of(s: Settings) -> HoldBounds:
+    return HoldBounds(
+        hold_s=s.group_hold_s,
+        max_hold_s=s.max_group_hold_s,
+        max_held_samples=s.max_held_samples,
+        max_held_bytes=s.max_held_bytes,
+        max_held_samples_per_namespace=s.max_held_samples_per_namespace,
+        max_held_bytes_per_namespace=s.max_held_bytes_per_namespace,
+    )
+
+
 def limits_of(s: Settings) -> Limits:
     return Limits(
         max_request_bytes=s.max_request_bytes,
         max_groups=s.max_groups,
         max_completions_per_group=s.max_completions_per_group,
         max_sequence_tokens=s.max_sequence_tokens or 0,
-        max_request_tokens=s.max_request_tokens,
+        max_request_tokens=s.max_request_tokens or 0,  # 0: the served model's default
     )
 
 
@@ -122,9 +134,7 @@ class Runtime:
             self.scheduler,
             limits_of(s),
             on_scored=self._count_scored,
-            hold_s=s.group_hold_s,
-            max_held_samples=s.max_held_samples,
-            max_held_bytes=s.max_held_bytes,
+            hold=hold_bounds_of(s),
             variants=s.reward_variants(),
         )
         self.weights = WeightPlane(weight_limits_of(s), self.slot, self.worker, self.metrics)

@@ -153,11 +153,12 @@ class Settings(BaseSettings):
     )
     max_groups: int = Field(1024, gt=0, description="Most groups in one scoring request.")
     max_completions_per_group: int = Field(512, gt=0, description="Most completions in one group.")
-    max_request_tokens: int = Field(
-        65536,
+    max_request_tokens: int | None = Field(
+        None,
         gt=0,
         description="Most tokens (prompt + completion, summed over its sequences) in one scoring "
-        "request; more answer 413.",
+        "request; more answer 413. Default 65536; on CPU eight of the longest sequences, at most "
+        "65536 (reported in /v1/model).",
     )
     header_timeout_s: float = Field(
         10.0, gt=0, description="A connection whose request headers take longer is closed."
@@ -169,7 +170,11 @@ class Settings(BaseSettings):
         "connection closed.",
     )
     max_sequence_tokens: int | None = Field(
-        None, gt=0, description="Longest prompt + completion; default and cap: the model's context."
+        None,
+        gt=0,
+        description="Longest prompt + completion; cap: the model's context. Default: the context; "
+        "on CPU what half the machine's memory holds at the model's activation cost per token "
+        "(docs/reliability.md; reported in /v1/model).",
     )
     group_hold_s: float = Field(
         GROUP_HOLD_S,  # clients listen this long for a held sample's answer (wire.py)
@@ -177,11 +182,29 @@ class Settings(BaseSettings):
         description="How long samples of an incomplete group (group_size) are held before they "
         "answer 'group_incomplete'; below OpenRLHF's 180 s client timeout.",
     )
+    max_group_hold_s: float = Field(
+        600.0,
+        gt=0,
+        description="The longest hold_s a caller may ask for; more answers 422.",
+    )
     max_held_samples: int = Field(
         65536, gt=0, description="Most samples held waiting for their groups; more answer 429."
     )
     max_held_bytes: int = Field(
-        256 << 20, gt=0, description="Most bytes of held samples; more answer 429."
+        1 << 30,
+        gt=0,
+        description="Most bytes held for incomplete groups: the bodies of waiting requests and "
+        "every held sample's tokens; more answer 429.",
+    )
+    max_held_samples_per_namespace: int = Field(
+        16384,
+        gt=0,
+        description="Most held samples of one caller (bearer token and run key); more answer 429.",
+    )
+    max_held_bytes_per_namespace: int = Field(
+        256 << 20,
+        gt=0,
+        description="Most held bytes of one caller (bearer token and run key); more answer 429.",
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
@@ -228,6 +251,15 @@ class Settings(BaseSettings):
     )
     replica_num_gpus: float = Field(0, ge=0, description="With --ray: GPUs per scoring replica.")
     replica_num_cpus: float = Field(1, ge=0, description="With --ray: CPUs per scoring replica.")
+
+    @model_validator(mode="after")
+    def _hold_within_ceiling(self) -> Settings:
+        if self.group_hold_s > self.max_group_hold_s:
+            raise ValueError(
+                f"group_hold_s={self.group_hold_s:g} exceeds max_group_hold_s="
+                f"{self.max_group_hold_s:g}"
+            )
+        return self
 
     @field_validator("admin_token", "api_token", "watch_dir", mode="before")
     @classmethod

@@ -13,7 +13,15 @@ import asyncio
 import logging
 
 from ..metrics import Metrics
-from ..runtime import drain, follow_checkpoints, limits_of, staleness_guard, watch, weight_limits_of
+from ..runtime import (
+    drain,
+    follow_checkpoints,
+    hold_bounds_of,
+    limits_of,
+    staleness_guard,
+    watch,
+    weight_limits_of,
+)
 from ..scoring import ScoringPipeline
 from ..serving import ServingSlot
 from ..settings import Settings
@@ -40,9 +48,7 @@ class IngressRuntime:
             self.scheduler,  # an EngineQueue: the same submit, made on a replica
             limits_of(s),
             on_scored=self._count_scored,
-            hold_s=s.group_hold_s,
-            max_held_samples=s.max_held_samples,
-            max_held_bytes=s.max_held_bytes,
+            hold=hold_bounds_of(s),
             variants=s.reward_variants(),
         )
         self.weights = ClusterWeights(

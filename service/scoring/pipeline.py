@@ -20,13 +20,12 @@ from vigor_client.schema import (
     RewardsResponse,
 )
 from vigor_client.variants import needed_signals
-from vigor_client.wire import GROUP_HOLD_S
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
 from ..serving import ModelFacts, ServingSlot
-from .assembler import Gone, GroupAssembler
-from .held import SampleAnswer
+from .assembler import Gone, GroupAssembler, HoldBounds
+from .held import Caller, SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
@@ -52,9 +51,7 @@ class ScoringPipeline:
         on_scored: OnScored | None = None,
         *,
         before_scoring: BeforeScoring | None = None,
-        hold_s: float = GROUP_HOLD_S,
-        max_held_samples: int = 65536,
-        max_held_bytes: int = 256 << 20,
+        hold: HoldBounds | None = None,
         variants: RewardVariants | None = None,
     ) -> None:
         self.slot = slot
@@ -63,18 +60,20 @@ class ScoringPipeline:
         self._limits = limits
         self._on_scored = on_scored
         self.before_scoring = before_scoring
-        self.assembler = GroupAssembler(
-            self.run, hold_s=hold_s, max_held_samples=max_held_samples,
-            max_held_bytes=max_held_bytes,
-        )  # fmt: skip
+        self.assembler = GroupAssembler(self.run, hold or HoldBounds())
 
     @property
     def limits(self) -> Limits:
-        """The configured limits, the sequence cap lowered to the served model's context."""
+        """The configured limits, completed by the served model: its context caps the sequence
+        length, and its defaults (on CPU: from memory, see serving/token_budget.py) fill in."""
         served = self.slot.served
         if served is None:
             return self._limits
-        return dataclasses.replace(self._limits, max_sequence_tokens=served.max_length)
+        return dataclasses.replace(
+            self._limits,
+            max_sequence_tokens=served.max_length,
+            max_request_tokens=self._limits.max_request_tokens or served.max_request_tokens,
+        )
 
     def with_variant(self, request: RewardsRequest) -> RewardsRequest:
         """The request with the variant it is scored by spelled out (a held group keeps it)."""
@@ -120,10 +119,13 @@ class ScoringPipeline:
             self._on_scored(response)
         return response
 
-    async def score(self, request: RewardsRequest, gone: Gone | None = None) -> RewardsResponse:
+    async def score(
+        self, request: RewardsRequest, gone: Gone | None = None, caller: Caller | None = None
+    ) -> RewardsResponse:
         """Whole groups are scored at once; groups with `group_size` wait for their samples.
 
-        `gone` tells whether the caller has left (held samples then await a retry).
+        `gone` tells whether the caller has left (held samples then await a retry); `caller`
+        is whose namespace held group keys live in.
         """
         groups = await self.prepare(request)
         request = self.with_variant(request)
@@ -141,7 +143,7 @@ class ScoringPipeline:
                 ]
             )
         self.slot.require_accepting()
-        answers = await self.assembler.submit(request, groups, gone)
+        answers = await self.assembler.submit(request, groups, gone, caller)
         return self._held_response(request, groups, answers)
 
     def _held_response(
@@ -184,6 +186,7 @@ class ScoringPipeline:
         group_size: int | None = None,
         hold_s: float | None = None,
         gone: Gone | None = None,
+        caller: Caller | None = None,
     ) -> OpenRLHFResponse:
         """OpenRLHF's /get_reward: split, regroup by prompt, score, scatter back.
 
@@ -191,6 +194,11 @@ class ScoringPipeline:
         ≥ 0.9.1 posts one sample per call); without it the batch must hold whole groups.
         """
         served = self.slot.require_served()
+        ceiling = self.assembler.bounds.max_hold_s
+        if hold_s is not None and hold_s > ceiling:
+            raise InvalidInputError(
+                [InputProblem("hold_s", f"{hold_s:g} exceeds max_group_hold_s={ceiling:g}")]
+            )
         if not body.query:
             return OpenRLHFResponse(
                 rewards=[], scores=[], extra_logs={}, model=served.name,
@@ -219,7 +227,7 @@ class ScoringPipeline:
             ]
         request = RewardsRequest(groups=groups, signals=signals)
         try:
-            result = await self.score(request, gone)
+            result = await self.score(request, gone, caller)
         except InvalidInputError as exc:
             raise relocate(exc, plan) from None
         return to_response(result, plan)

@@ -72,7 +72,7 @@ def test_each_class_raised_while_scoring_answers_its_status_and_code():
         for cls, (status, code, make) in EXPECTED.items():
             exc = make(cls)
 
-            async def fail(request, gone=None, exc=exc):
+            async def fail(request, gone=None, caller=None, exc=exc):
                 raise exc
 
             pipeline.score = fail
