@@ -14,10 +14,12 @@ everything a trainer waits for. Results are printed and written as markdown.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from engine_speed import machine  # benchmarks/ is sys.path[0] when run as a script
@@ -26,7 +28,10 @@ RESULTS = Path(__file__).parent / "results"
 TOKEN = "benchmark-admin-token"
 
 
-def start_server(cache_dir: Path | None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    cache_dir: Path | None, extra: Sequence[str] = (), env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`vigor-serve` (loop engine, admin token) on a free loopback port, once it is ready."""
     from vigor_client import VigorClient
 
     with socket.socket() as s:
@@ -36,7 +41,7 @@ def start_server(cache_dir: Path | None) -> tuple[subprocess.Popen, str]:
     args += ["--admin-token", TOKEN, "--log-level", "warning"]
     if cache_dir is not None:
         args += ["--cache-dir", str(cache_dir)]
-    proc = subprocess.Popen(args)
+    proc = subprocess.Popen([*args, *extra], env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     with VigorClient(url) as client:
         client.wait_until_ready(timeout=600)

@@ -5,6 +5,7 @@ from .client import AsyncVigorClient, VigorClient
 from .errors import (
     AuthenticationError,
     BodyTimeoutError,
+    CheckpointPendingError,
     DeadlineExceededError,
     GroupIncompleteError,
     InvalidRequestError,
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncVigorReplicas",
     "AuthenticationError",
     "BodyTimeoutError",
+    "CheckpointPendingError",
     "DeadlineExceededError",
     "Group",
     "GroupIncompleteError",

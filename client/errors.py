@@ -16,7 +16,8 @@ VigorError
 │   ├── OverloadedError         429 — .retry_after seconds
 │   ├── NotReadyError           503
 │   └── DeadlineExceededError   504
-│       └── GroupIncompleteError  504 group_incomplete — a held group never became whole
+│       ├── GroupIncompleteError  504 group_incomplete — a held group never became whole
+│       └── CheckpointPendingError  504 checkpoint_pending — the watcher's newer step not loaded
 ├── WeightSyncError             a broadcast weight change left replicas on different versions
 ├── TransferError               (distributed.control) a transfer step failed on some servers
 └── GroupIncompleteError        (integrations.trl.results) a group spanning processes never
@@ -144,6 +145,11 @@ class GroupIncompleteError(DeadlineExceededError):
     """504 `group_incomplete`: a held group did not get all its samples within its hold time."""
 
 
+class CheckpointPendingError(DeadlineExceededError):
+    """504 `checkpoint_pending`: the server's checkpoint watcher saw a newer step directory and
+    did not load it within --watch-wait-s (still being written, or stalled)."""
+
+
 class BodyTimeoutError(VigorServerError):
     """408 `body_timeout`: the server stopped waiting for the rest of the request body."""
 
@@ -197,6 +203,7 @@ ERRORS_BY_CODE: dict[ErrorCode, type[VigorServerError]] = {
     ErrorCode.OVERLOADED: OverloadedError,
     ErrorCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     ErrorCode.GROUP_INCOMPLETE: GroupIncompleteError,
+    ErrorCode.CHECKPOINT_PENDING: CheckpointPendingError,
     ErrorCode.BODY_TIMEOUT: BodyTimeoutError,
     ErrorCode.CLIENT_DISCONNECTED: VigorServerError,
     ErrorCode.PATH_NOT_ALLOWED: PermissionDeniedError,

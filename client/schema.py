@@ -288,6 +288,42 @@ class RewardsResponse(BaseModel):
     )
 
 
+class WatchStatus(BaseModel):
+    """The checkpoint watcher (`--watch-dir`): what it follows, loaded, waits for, and failed on."""
+
+    dir: str
+    pattern: str
+    ready_rule: str
+    loaded_step: int | None = Field(None, description="The last step directory loaded.")
+    pending_step: int | None = Field(
+        None,
+        description="A newer step directory seen but not loaded yet (being written or loaded); "
+        "scoring requests wait for it.",
+    )
+    pending_reason: str | None = Field(None, description="Why the pending step is not loaded yet.")
+    loads: int = 0
+    failures: int = 0
+    last_error: str | None = Field(
+        None,
+        description="The last step directory that could not be loaded, and why; the "
+        "weights served before it keep serving.",
+    )
+    skipped_leftovers: list[int] = Field(
+        default_factory=list,
+        description="Steps present at start and skipped as an earlier run's leftovers.",
+    )
+
+
+class StaleStatus(BaseModel):
+    """The no-silent-base-weights guard: updates are expected and the version has not moved."""
+
+    expects_updates: bool
+    stale: bool
+    requests_at_version: int = Field(description="Scoring calls since the version last moved.")
+    seconds_at_version: float
+    warning: str | None = None
+
+
 class ModelInfo(BaseModel):
     model: str
     weight_version: int
@@ -310,6 +346,12 @@ class ModelInfo(BaseModel):
     )
     reward_specs: list[str] = Field(
         default_factory=list, description="The variant names a request may give as reward_spec."
+    )
+    watch: WatchStatus | None = Field(
+        None, description="The checkpoint watcher, when --watch-dir is set."
+    )
+    staleness: StaleStatus | None = Field(
+        None, description="Whether the weights look stale while updates are expected."
     )
 
 

@@ -32,6 +32,7 @@ class ErrorCode(enum.StrEnum):
     OVERLOADED = "overloaded"  # 429, with Retry-After
     DEADLINE_EXCEEDED = "deadline_exceeded"  # 504
     GROUP_INCOMPLETE = "group_incomplete"  # 504; also a held sample's `reason`
+    CHECKPOINT_PENDING = "checkpoint_pending"  # 504: the watcher's newer step is not loaded yet
     BODY_TIMEOUT = "body_timeout"  # 408
     CLIENT_DISCONNECTED = "client_disconnected"  # 499, which nobody reads
     PATH_NOT_ALLOWED = "path_not_allowed"  # 403
@@ -63,6 +64,13 @@ SAFETENSORS_DTYPES: dict[str, str] = {
     "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
 }  # fmt: skip
 
+# A held group's key lives in its caller's namespace: the bearer token it sends and this run key
+# (a header, or `?run=` on /get_reward, whose URL is all OpenRLHF lets one set). Two runs that
+# share a server and a token but not a run key can never join, supersede or configure each
+# other's groups. An unguessable run key (a UUID per run) also keeps out a caller who does.
+RUN_KEY_HEADER = "X-Vigor-Run"
+RUN_KEY_PARAM = "run"
+
 # The reference VIGOR trainer's stand-in score for a completion without one (VIGOR.md, rule 4):
 # `min − BELOW_WORST` of its group, or NO_VALID_MEMBER_SCORE when no member has a score.
 NO_VALID_MEMBER_SCORE = -20.0
@@ -80,6 +88,8 @@ __all__ = [
     "BELOW_WORST",
     "GROUP_HOLD_S",
     "NO_VALID_MEMBER_SCORE",
+    "RUN_KEY_HEADER",
+    "RUN_KEY_PARAM",
     "SAFETENSORS_DTYPES",
     "SIGNAL_NAMES",
     "ErrorCode",

@@ -151,3 +151,9 @@ class TransferFailedError(VigorServiceError):
     """
 
     code = ErrorCode.TRANSFER_FAILED
+
+
+class CheckpointPendingError(DeadlineExceededError):
+    """A newer step directory in --watch-dir was not loaded within --watch-wait-s (504)."""
+
+    code = ErrorCode.CHECKPOINT_PENDING

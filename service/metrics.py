@@ -72,6 +72,39 @@ class Metrics:
             registry=r,
         )
 
+        self.watch_loads = Counter(
+            "vigor_watch_loads", "Step directories the checkpoint watcher loaded.", registry=r
+        )
+        self.watch_failures = Counter(
+            "vigor_watch_failures",
+            "Step directories the checkpoint watcher could not load (corrupt, wrong model, "
+            "stalled while incomplete), by error code; the old weights kept serving.",
+            ["code"], registry=r,
+        )  # fmt: skip
+        self.watch_pending_step = Gauge(
+            "vigor_watch_pending_step",
+            "A newer step directory being written or loaded (-1: none).",
+            registry=r,
+        )
+        self.watch_waits = Counter(
+            "vigor_watch_request_waits",
+            "Scoring calls that waited for a step directory being written or loaded.",
+            registry=r,
+        )
+        self.stale_warnings = Counter(
+            "vigor_stale_weight_warnings",
+            "Times scoring kept arriving at one weight version while updates were expected.",
+            registry=r,
+        )
+        self.stale_requests = Counter(
+            "vigor_stale_weight_requests",
+            "Scoring calls answered on weights flagged stale (updates expected, none came).",
+            registry=r,
+        )
+        self.weights_stale = Gauge(
+            "vigor_weights_stale", "1 while the served weights are flagged stale.", registry=r
+        )
+
     def watch(
         self,
         *,

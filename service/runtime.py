@@ -16,15 +16,29 @@ from .errors import ModelLoadError
 from .metrics import Metrics
 from .models.loader import LoadedModel, planned_device_type
 from .scoring import ScoringPipeline
+from .scoring.assembler import HoldBounds
 from .scoring.limits import Limits
 from .scoring.scheduler import EngineQueue, Scheduler
 from .serving import EngineWorker, ServingSlot
 from .serving.loading import load_served
+from .serving.staleness import StalenessGuard
 from .settings import Settings
+from .watch import CheckpointWatcher
 from .weights import WeightLimits, WeightPlane
 from .weights.staging import StagingArea
 
 log = logging.getLogger(__name__)
+
+
+def hold_bounds_of(s: Settings) -> HoldBounds:
+    return HoldBounds(
+        hold_s=s.group_hold_s,
+        max_hold_s=s.max_group_hold_s,
+        max_held_samples=s.max_held_samples,
+        max_held_bytes=s.max_held_bytes,
+        max_held_samples_per_namespace=s.max_held_samples_per_namespace,
+        max_held_bytes_per_namespace=s.max_held_bytes_per_namespace,
+    )
 
 
 def limits_of(s: Settings) -> Limits:
@@ -33,8 +47,25 @@ def limits_of(s: Settings) -> Limits:
         max_groups=s.max_groups,
         max_completions_per_group=s.max_completions_per_group,
         max_sequence_tokens=s.max_sequence_tokens or 0,
-        max_request_tokens=s.max_request_tokens,
+        max_request_tokens=s.max_request_tokens or 0,  # 0: the served model's default
     )
+
+
+def staleness_guard(s: Settings, metrics: Metrics, slot: ServingSlot) -> StalenessGuard:
+    guard = StalenessGuard(
+        s.expects_updates,
+        s.stale_after_requests,
+        s.stale_after_s,
+        on_stale=metrics.stale_warnings.inc,
+        on_stale_request=metrics.stale_requests.inc,
+    )
+    metrics.weights_stale.set_function(lambda: 1.0 if guard.stale_at(slot.version) else 0.0)
+    return guard
+
+
+def follow_checkpoints(s: Settings, slot, reload, metrics: Metrics) -> CheckpointWatcher | None:
+    """The checkpoint watcher when --watch-dir is set; it reloads through the weight front."""
+    return CheckpointWatcher(s, slot, reload, metrics) if s.watch_dir is not None else None
 
 
 def weight_limits_of(s: Settings) -> WeightLimits:
@@ -103,12 +134,14 @@ class Runtime:
             self.scheduler,
             limits_of(s),
             on_scored=self._count_scored,
-            hold_s=s.group_hold_s,
-            max_held_samples=s.max_held_samples,
-            max_held_bytes=s.max_held_bytes,
+            hold=hold_bounds_of(s),
             variants=s.reward_variants(),
         )
         self.weights = WeightPlane(weight_limits_of(s), self.slot, self.worker, self.metrics)
+        self.staleness = staleness_guard(s, self.metrics, self.slot)
+        self.watcher = follow_checkpoints(s, self.slot, self.weights.reload, self.metrics)
+        if self.watcher is not None:
+            self.pipeline.before_scoring = self.watcher.wait_current
         watch(
             self.metrics, self.slot, self.pipeline, self.weights.staging,
             queue_depth=lambda: self.worker.pending + self.scheduler.depth,
@@ -116,12 +149,15 @@ class Runtime:
 
     def _count_scored(self, response) -> None:
         self.metrics.count_scored(response.groups)
+        self.staleness.observe(response.weight_version)
 
     def start(self, loaded: LoadedModel | None = None) -> None:
         """Load (unless given), warm up and mark ready, on the engine worker, without blocking."""
         self.slot.bind_loop(asyncio.get_running_loop())
         self.scheduler.start()
         self.worker.submit(self._load_and_warm, loaded)
+        if self.watcher is not None:
+            self.watcher.start()
 
     def _load_and_warm(self, loaded: LoadedModel | None) -> None:
         try:
@@ -150,6 +186,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         self.slot.draining = True
+        if self.watcher is not None:
+            await self.watcher.aclose()
         self.weights.transfer.shutdown()
         self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
         await self.scheduler.stop()

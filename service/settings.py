@@ -79,6 +79,63 @@ class Settings(BaseSettings):
         "trainer's group and for each broadcast bucket; past it the update is dropped and the "
         "group closed.",
     )
+    watch_dir: Path | None = Field(
+        None,
+        description="Follow a trainer's checkpoints: load each new step directory under this one "
+        "as weight_version = step (docs/weights.md). Must lie under --allowed-weights-dir when "
+        "that is set.",
+    )
+    watch_pattern: str = Field(
+        "openrlhf",
+        description="Step directories under --watch-dir, a path with {step}, or a preset: "
+        "openrlhf (global_step{step}_hf), verl (global_step_{step}/actor/huggingface), trl "
+        "(checkpoint-{step}).",
+    )
+    watch_ready: Literal["complete", "tracker", "marker"] = Field(
+        "complete",
+        description="When a step directory may be loaded: complete (every safetensors file "
+        "complete by its own header and size), tracker (also: the tracker file in --watch-dir "
+        "names this step or a later one), marker (also: the marker file exists in the step "
+        "directory).",
+    )
+    watch_ready_file: str | None = Field(
+        None,
+        description="The tracker file (in --watch-dir; default latest_checkpointed_iteration.txt) "
+        "or marker file (in the step directory; default READY) of --watch-ready.",
+    )
+    watch_interval_s: float = Field(
+        1.0, gt=0, description="How often --watch-dir is looked at between scoring requests."
+    )
+    watch_wait_s: float = Field(
+        300.0,
+        gt=0,
+        description="A scoring request that arrives while a newer step directory is being written "
+        "or loaded waits for it at most this long, then answers 504 checkpoint_pending. A step "
+        "directory that stops growing for this long while incomplete is given up as failed.",
+    )
+    watch_load_existing: bool = Field(
+        False,
+        description="At start, load the newest complete step already in --watch-dir (a server "
+        "restarted mid-run). Off: step directories present at start are an earlier run's "
+        "leftovers and are skipped unless rewritten.",
+    )
+    watch_delete: bool = Field(
+        False, description="Delete a step directory once it is loaded (not one that failed)."
+    )
+    expect_weight_updates: bool = Field(
+        False,
+        description="Warn (log, /metrics, /v1/model) when scoring requests keep arriving while "
+        "the weight version does not move: the trainer is not updating the server. On with "
+        "--watch-dir; set it when a callback pushes the weights.",
+    )
+    stale_after_requests: int = Field(
+        256,
+        gt=0,
+        description="With updates expected: this many scoring requests at one version ...",
+    )
+    stale_after_s: float = Field(
+        600.0, gt=0, description="... over at least this many seconds count as stale weights."
+    )
     max_staged_bytes: int | None = Field(
         None,
         gt=0,
@@ -96,11 +153,12 @@ class Settings(BaseSettings):
     )
     max_groups: int = Field(1024, gt=0, description="Most groups in one scoring request.")
     max_completions_per_group: int = Field(512, gt=0, description="Most completions in one group.")
-    max_request_tokens: int = Field(
-        65536,
+    max_request_tokens: int | None = Field(
+        None,
         gt=0,
         description="Most tokens (prompt + completion, summed over its sequences) in one scoring "
-        "request; more answer 413.",
+        "request; more answer 413. Default 65536; on CPU eight of the longest sequences, at most "
+        "65536 (reported in /v1/model).",
     )
     header_timeout_s: float = Field(
         10.0, gt=0, description="A connection whose request headers take longer is closed."
@@ -112,7 +170,11 @@ class Settings(BaseSettings):
         "connection closed.",
     )
     max_sequence_tokens: int | None = Field(
-        None, gt=0, description="Longest prompt + completion; default and cap: the model's context."
+        None,
+        gt=0,
+        description="Longest prompt + completion; cap: the model's context. Default: the context; "
+        "on CPU what half the machine's memory holds at the model's activation cost per token "
+        "(docs/reliability.md; reported in /v1/model).",
     )
     group_hold_s: float = Field(
         GROUP_HOLD_S,  # clients listen this long for a held sample's answer (wire.py)
@@ -120,11 +182,29 @@ class Settings(BaseSettings):
         description="How long samples of an incomplete group (group_size) are held before they "
         "answer 'group_incomplete'; below OpenRLHF's 180 s client timeout.",
     )
+    max_group_hold_s: float = Field(
+        600.0,
+        gt=0,
+        description="The longest hold_s a caller may ask for; more answers 422.",
+    )
     max_held_samples: int = Field(
         65536, gt=0, description="Most samples held waiting for their groups; more answer 429."
     )
     max_held_bytes: int = Field(
-        256 << 20, gt=0, description="Most bytes of held samples; more answer 429."
+        1 << 30,
+        gt=0,
+        description="Most bytes held for incomplete groups: the bodies of waiting requests and "
+        "every held sample's tokens; more answer 429.",
+    )
+    max_held_samples_per_namespace: int = Field(
+        16384,
+        gt=0,
+        description="Most held samples of one caller (bearer token and run key); more answer 429.",
+    )
+    max_held_bytes_per_namespace: int = Field(
+        256 << 20,
+        gt=0,
+        description="Most held bytes of one caller (bearer token and run key); more answer 429.",
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
@@ -172,12 +252,43 @@ class Settings(BaseSettings):
     replica_num_gpus: float = Field(0, ge=0, description="With --ray: GPUs per scoring replica.")
     replica_num_cpus: float = Field(1, ge=0, description="With --ray: CPUs per scoring replica.")
 
-    @field_validator("admin_token", "api_token", mode="before")
+    @model_validator(mode="after")
+    def _hold_within_ceiling(self) -> Settings:
+        if self.group_hold_s > self.max_group_hold_s:
+            raise ValueError(
+                f"group_hold_s={self.group_hold_s:g} exceeds max_group_hold_s="
+                f"{self.max_group_hold_s:g}"
+            )
+        return self
+
+    @field_validator("admin_token", "api_token", "watch_dir", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value):
-        # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token".
+        # `VIGOR_API_TOKEN=` in an env file means "no token", not "the empty token"; an empty
+        # VIGOR_WATCH_DIR means no watcher, not the current directory.
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if raw is None or (isinstance(raw, str) and not raw.strip()) else value
+
+    @property
+    def expects_updates(self) -> bool:
+        return self.expect_weight_updates or self.watch_dir is not None
+
+    @model_validator(mode="after")
+    def _watch_dir_is_allowed(self) -> Settings:
+        from .watch.steps import StepPattern
+
+        StepPattern(self.watch_pattern)  # a ValueError names what is wrong with it
+        if self.watch_dir is None:
+            return self
+        real = Path(os.path.realpath(self.watch_dir))
+        roots = [Path(os.path.realpath(a)) for a in self.allowed_weights_dir]
+        if roots and not any(real == r or real.is_relative_to(r) for r in roots):
+            shown = ", ".join(str(a) for a in self.allowed_weights_dir)
+            raise ValueError(
+                f"--watch-dir {self.watch_dir} is outside --allowed-weights-dir ({shown})"
+            )
+        self.watch_dir = real
+        return self
 
     @model_validator(mode="after")
     def _variants_readable(self) -> Settings:

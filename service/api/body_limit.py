@@ -18,6 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BodyTimeoutError, LimitExceededError
 
+# Where the bytes of a body read here are recorded in the ASGI scope: a held request pins them.
+BODY_BYTES_KEY = "vigor.body_bytes"
+
 
 class BodyTooLarge(LimitExceededError):
     """A body past the limit; answered 413 here or by the handlers."""
@@ -68,6 +71,7 @@ class BodyLimitMiddleware:
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
+        scope[BODY_BYTES_KEY] = seen
         await self.app(scope, _replay(chunks, None, receive), send)
 
     async def _refuse(self, send: Send, status: int, size: str, progress: str) -> None:

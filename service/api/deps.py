@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from vigor_client.wire import RUN_KEY_HEADER, RUN_KEY_PARAM
+
 from ..errors import TransferStateError
 from ..scoring import ScoringPipeline
+from ..scoring.held import Caller
 from ..serving import ModelFacts, ServingSlot
 from ..settings import Settings
 from ..weights import IncomingBody, WeightTransfer
+from .body_limit import BODY_BYTES_KEY
 from .seams import ServingRuntime, WeightFront
 
 
@@ -78,6 +83,20 @@ def require_api_token(request: Request, settings: SettingsDep) -> None:
 
 
 ApiAuth = Depends(require_api_token)
+
+
+def caller_of(request: Request) -> Caller:
+    """Whose namespace this request's held groups live in (bearer token and run key), and the
+    size of its body (read whole by the body limit, which records it in the scope)."""
+    token = bearer_token(request) or ""
+    run = request.headers.get(RUN_KEY_HEADER) or request.query_params.get(RUN_KEY_PARAM) or ""
+    namespace = hashlib.blake2b(
+        f"{len(token)}:{token}{run}".encode("utf-8", "surrogatepass"), digest_size=16
+    ).hexdigest()
+    return Caller(namespace=namespace, body_bytes=request.scope.get(BODY_BYTES_KEY, 0))
+
+
+CallerDep = Annotated[Caller, Depends(caller_of)]
 
 
 def is_loopback(host: str | None) -> bool:

@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 
+from ..api.deps import is_loopback
 from ..settings import Settings
 from .ingress import IngressRuntime
 from .ledger import NAMESPACE, WeightLedger, ledger_name
@@ -83,13 +84,30 @@ def start_ledger(app_name: str = APP_NAME):
     )
 
 
+def ray_init_options(settings: Settings) -> dict:
+    """`ray.init` arguments. A Ray started here follows --host where Ray lets it: no dashboard,
+    and the node address is --host when that is one interface's address. Ray 2.60 turns a
+    loopback node address into the machine's own and binds its GCS, raylet and worker gRPC
+    ports on every interface whatever the node address: docs/scaling.md lists what stays open.
+    """
+    options: dict = {"address": settings.ray_address, "namespace": NAMESPACE}
+    if settings.ray_address is not None:
+        return options  # joining a cluster: its operator chose how it listens
+    options["include_dashboard"] = False
+    host = settings.host
+    specific = host not in ("0.0.0.0", "::", "") and not is_loopback(host)
+    if specific:
+        options["_node_ip_address"] = host
+    return options
+
+
 def launch(settings: Settings, app_name: str = APP_NAME):
     """Start (or join) Ray, the ledger and the application; returns the app's handle."""
     import ray
     from ray import serve
 
     if not ray.is_initialized():
-        ray.init(address=settings.ray_address, namespace=NAMESPACE)
+        ray.init(**ray_init_options(settings))
     ledger = start_ledger(app_name)
     ray.get(ledger.state.remote())  # up before any replica looks for it
     serve.start(

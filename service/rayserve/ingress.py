@@ -13,7 +13,15 @@ import asyncio
 import logging
 
 from ..metrics import Metrics
-from ..runtime import drain, limits_of, watch, weight_limits_of
+from ..runtime import (
+    drain,
+    follow_checkpoints,
+    hold_bounds_of,
+    limits_of,
+    staleness_guard,
+    watch,
+    weight_limits_of,
+)
 from ..scoring import ScoringPipeline
 from ..serving import ServingSlot
 from ..settings import Settings
@@ -39,20 +47,28 @@ class IngressRuntime:
             self.slot,
             self.scheduler,  # an EngineQueue: the same submit, made on a replica
             limits_of(s),
-            on_scored=lambda response: self.metrics.count_scored(response.groups),
-            hold_s=s.group_hold_s,
-            max_held_samples=s.max_held_samples,
-            max_held_bytes=s.max_held_bytes,
+            on_scored=self._count_scored,
+            hold=hold_bounds_of(s),
             variants=s.reward_variants(),
         )
         self.weights = ClusterWeights(
             weight_limits_of(s), self.slot, self.metrics, self.ledger, replicas
         )
+        # The watcher lives here, in the one ingress: it reloads every replica through the
+        # ledger, as /admin/weights/reload does.
+        self.staleness = staleness_guard(s, self.metrics, self.slot)
+        self.watcher = follow_checkpoints(s, self.slot, self.weights.reload, self.metrics)
+        if self.watcher is not None:
+            self.pipeline.before_scoring = self.watcher.wait_current
         watch(
             self.metrics, self.slot, self.pipeline, self.weights.staging,
             queue_depth=lambda: self.scheduler.depth,
         )  # fmt: skip
         self._connecting: asyncio.Task | None = None
+
+    def _count_scored(self, response) -> None:
+        self.metrics.count_scored(response.groups)
+        self.staleness.observe(response.weight_version)
 
     @property
     def max_batch_tokens(self) -> int:
@@ -63,6 +79,8 @@ class IngressRuntime:
         """/ready stays 503 until a replica has described the model and the ledger its version."""
         self.slot.bind_loop(asyncio.get_running_loop())
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        if self.watcher is not None:
+            self.watcher.start()
 
     async def _connect(self) -> None:
         while True:
@@ -84,3 +102,5 @@ class IngressRuntime:
         self.slot.draining = True
         if self._connecting is not None:
             self._connecting.cancel()
+        if self.watcher is not None:
+            await self.watcher.aclose()

@@ -16,6 +16,7 @@ def describe(served: ServedModel, max_batch_tokens: int) -> dict:
         "tokenizer": served.tokenizer,
         "vocab_size": served.vocab_size,
         "max_length": served.max_length,
+        "max_request_tokens": served.max_request_tokens,
         "device": str(served.device),
         "dtype": str(served.dtype).removeprefix("torch."),
         "engine": served.engine_name,
@@ -33,6 +34,7 @@ class ModelView:
         self.tokenizer = described["tokenizer"]
         self.vocab_size: int = described["vocab_size"]
         self.max_length: int = described["max_length"]
+        self.max_request_tokens: int = described["max_request_tokens"]
         self.device: str = described["device"]
         self.dtype: str = described["dtype"]
         self.engine_name: str = described["engine"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from array import array
 from dataclasses import dataclass, field
 
 from vigor_client.schema import RewardSpec
@@ -13,6 +15,29 @@ from ..engine.types import TokenSequence
 
 # A held sample's `reason` when its group never completed: the same code as the 504's.
 INCOMPLETE = ErrorCode.GROUP_INCOMPLETE.value
+
+# What a held request pins besides its token sequences, per byte of its body: the raw body,
+# the decoded JSON and the validated model are all alive while the request waits (measured:
+# a body of one 24 MiB group id held ~72 MB of RSS). Samples that outlive their request (the
+# caller left) keep only their tokens and digests.
+BODY_COPIES = 3
+# A held sample's own objects (HeldSample, its future, digests, two tuples) and, per token, a
+# tuple slot and an int object (ids above 256 are not shared small ints).
+SAMPLE_OVERHEAD = 512
+TOKEN_BYTES = 36
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as far as holding goes.
+
+    `namespace` keeps one tenant's group keys and sample ids apart from another's (the API layer
+    derives it from the bearer token and the run key); `body_bytes` is the size of the request
+    body, which stays in memory while its samples wait.
+    """
+
+    namespace: str = ""
+    body_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,7 @@ class HeldSample:
     future: asyncio.Future[SampleAnswer]
     nbytes: int
     caller_gone: bool = False
+    content: bytes = b""  # digest of the completion ids: a retry must carry the same ones
 
     def fail(self, exc: BaseException) -> None:
         if self.future.done():
@@ -46,7 +72,8 @@ class HeldSample:
 
 @dataclass
 class PendingGroup:
-    key: str
+    key: tuple[str, bytes]  # (namespace, digest of the group id)
+    label: str  # the group id, shortened, for messages and logs
     size: int
     prompt_ids: tuple[int, ...]
     temperature: float
@@ -65,5 +92,15 @@ def incomplete() -> SampleAnswer:
 
 
 def held_size(seq: TokenSequence) -> int:
-    """Held bytes of a sample, as the server stores it (ids as Python ints in tuples)."""
-    return 64 + 8 * (len(seq.prompt_ids) + len(seq.completion_ids))
+    """Bytes a held sample keeps alive once its request is gone (tokens, digests, objects)."""
+    return SAMPLE_OVERHEAD + TOKEN_BYTES * (len(seq.prompt_ids) + len(seq.completion_ids))
+
+
+def digest_text(text: str) -> bytes:
+    """A fixed-size stand-in for a caller's string (group id, sample id): a 24 MiB id held
+    for minutes costs 16 bytes, not 24 MiB."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def digest_ids(ids: tuple[int, ...]) -> bytes:
+    return hashlib.blake2b(array("q", ids).tobytes(), digest_size=16).digest()

@@ -16,7 +16,7 @@ class Limits:
     max_groups: int
     max_completions_per_group: int
     max_sequence_tokens: int  # capped at the model's context length once one is served
-    max_request_tokens: int = 65536
+    max_request_tokens: int = 65536  # 0 in settings: the served model's default
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -1,15 +1,15 @@
 """The one path from a validated request to its response, callable without HTTP.
 
-limits → tokenization (in a thread) → wait for the weight version → the scheduler (one engine
-call on the worker, at one version) → response. Both scoring routes, the group assembler and
-replicas call it with plain objects.
+limits → tokenization (in a thread) → wait for the weight version (and for a checkpoint the
+watcher sees on its way) → the scheduler (one engine call on the worker, at one version) →
+response. Both scoring routes, the group assembler and replicas call it with plain objects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from vigor_client.schema import (
     GroupResult,
@@ -20,13 +20,12 @@ from vigor_client.schema import (
     RewardsResponse,
 )
 from vigor_client.variants import needed_signals
-from vigor_client.wire import GROUP_HOLD_S
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
 from ..serving import ModelFacts, ServingSlot
-from .assembler import Gone, GroupAssembler
-from .held import SampleAnswer
+from .assembler import Gone, GroupAssembler, HoldBounds
+from .held import Caller, SampleAnswer
 from .inputs import Tokenization
 from .limits import Limits
 from .openrlhf import plan_request, relocate, to_response
@@ -35,6 +34,8 @@ from .scheduler import EngineQueue
 from .variants import RewardVariants
 
 OnScored = Callable[[RewardsResponse], None]
+# Waits until no newer weights are on their way (the checkpoint watcher), before each engine call.
+BeforeScoring = Callable[[], Awaitable[None]]
 
 
 def tokenization_for(served: ModelFacts) -> Tokenization:
@@ -49,9 +50,8 @@ class ScoringPipeline:
         limits: Limits,
         on_scored: OnScored | None = None,
         *,
-        hold_s: float = GROUP_HOLD_S,
-        max_held_samples: int = 65536,
-        max_held_bytes: int = 256 << 20,
+        before_scoring: BeforeScoring | None = None,
+        hold: HoldBounds | None = None,
         variants: RewardVariants | None = None,
     ) -> None:
         self.slot = slot
@@ -59,18 +59,21 @@ class ScoringPipeline:
         self.scheduler = scheduler
         self._limits = limits
         self._on_scored = on_scored
-        self.assembler = GroupAssembler(
-            self.run, hold_s=hold_s, max_held_samples=max_held_samples,
-            max_held_bytes=max_held_bytes,
-        )  # fmt: skip
+        self.before_scoring = before_scoring
+        self.assembler = GroupAssembler(self.run, hold or HoldBounds())
 
     @property
     def limits(self) -> Limits:
-        """The configured limits, the sequence cap lowered to the served model's context."""
+        """The configured limits, completed by the served model: its context caps the sequence
+        length, and its defaults (on CPU: from memory, see serving/token_budget.py) fill in."""
         served = self.slot.served
         if served is None:
             return self._limits
-        return dataclasses.replace(self._limits, max_sequence_tokens=served.max_length)
+        return dataclasses.replace(
+            self._limits,
+            max_sequence_tokens=served.max_length,
+            max_request_tokens=self._limits.max_request_tokens or served.max_request_tokens,
+        )
 
     def with_variant(self, request: RewardsRequest) -> RewardsRequest:
         """The request with the variant it is scored by spelled out (a held group keeps it)."""
@@ -100,6 +103,8 @@ class ScoringPipeline:
         request = self.with_variant(request)
         if request.min_weight_version is not None:
             await self.slot.wait_for_version(request.min_weight_version, request.wait_s)
+        if self.before_scoring is not None:
+            await self.before_scoring()
         self.slot.require_accepting()
         needed = needed_signals(request.reward_spec)  # type: ignore[arg-type]  (resolved above)
         outcome = await self.scheduler.submit(
@@ -114,10 +119,13 @@ class ScoringPipeline:
             self._on_scored(response)
         return response
 
-    async def score(self, request: RewardsRequest, gone: Gone | None = None) -> RewardsResponse:
+    async def score(
+        self, request: RewardsRequest, gone: Gone | None = None, caller: Caller | None = None
+    ) -> RewardsResponse:
         """Whole groups are scored at once; groups with `group_size` wait for their samples.
 
-        `gone` tells whether the caller has left (held samples then await a retry).
+        `gone` tells whether the caller has left (held samples then await a retry); `caller`
+        is whose namespace held group keys live in.
         """
         groups = await self.prepare(request)
         request = self.with_variant(request)
@@ -135,7 +143,7 @@ class ScoringPipeline:
                 ]
             )
         self.slot.require_accepting()
-        answers = await self.assembler.submit(request, groups, gone)
+        answers = await self.assembler.submit(request, groups, gone, caller)
         return self._held_response(request, groups, answers)
 
     def _held_response(
@@ -178,6 +186,7 @@ class ScoringPipeline:
         group_size: int | None = None,
         hold_s: float | None = None,
         gone: Gone | None = None,
+        caller: Caller | None = None,
     ) -> OpenRLHFResponse:
         """OpenRLHF's /get_reward: split, regroup by prompt, score, scatter back.
 
@@ -185,6 +194,11 @@ class ScoringPipeline:
         ≥ 0.9.1 posts one sample per call); without it the batch must hold whole groups.
         """
         served = self.slot.require_served()
+        ceiling = self.assembler.bounds.max_hold_s
+        if hold_s is not None and hold_s > ceiling:
+            raise InvalidInputError(
+                [InputProblem("hold_s", f"{hold_s:g} exceeds max_group_hold_s={ceiling:g}")]
+            )
         if not body.query:
             return OpenRLHFResponse(
                 rewards=[], scores=[], extra_logs={}, model=served.name,
@@ -213,7 +227,7 @@ class ScoringPipeline:
             ]
         request = RewardsRequest(groups=groups, signals=signals)
         try:
-            result = await self.score(request, gone)
+            result = await self.score(request, gone, caller)
         except InvalidInputError as exc:
             raise relocate(exc, plan) from None
         return to_response(result, plan)

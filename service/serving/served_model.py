@@ -13,6 +13,7 @@ import torch
 from ..engine.params import scored_parameters
 from ..engine.types import NormEngine, SequenceScore, TokenSequence
 from ..models.loader import LoadedModel, max_sequence_length
+from .token_budget import MAX_REQUEST_TOKENS
 
 
 @runtime_checkable
@@ -24,6 +25,7 @@ class ModelFacts(Protocol):
     tokenizer: Any
     vocab_size: int
     max_length: int
+    max_request_tokens: int
     adapter: str | None
 
     @property
@@ -47,6 +49,7 @@ class ServedModel:
         engine: NormEngine,
         *,
         max_sequence_tokens: int | None = None,
+        max_request_tokens: int | None = None,
     ) -> None:
         self.name = loaded.name
         self.path = loaded.path
@@ -57,6 +60,7 @@ class ServedModel:
         self.context_length = max_sequence_length(self.model)
         # An operator limit may lower the model's context, never raise it.
         self.max_length = min(self.context_length, max_sequence_tokens or self.context_length)
+        self.max_request_tokens = max_request_tokens or MAX_REQUEST_TOKENS
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.refresh_scored()
 

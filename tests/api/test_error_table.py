@@ -34,6 +34,7 @@ EXPECTED = {
     e.BodyTimeoutError: (408, "body_timeout", lambda c: c("stopped arriving")),
     Cancelled: (504, "deadline_exceeded", lambda c: c()),
     e.GroupIncompleteError: (504, "group_incomplete", lambda c: c("3 of 4 arrived")),
+    e.CheckpointPendingError: (504, "checkpoint_pending", lambda c: c("step 3 not loaded")),
     e.WeightsRejectedError: (422, "weights_rejected", lambda c: c(["tensor 'w': bad"])),
     e.PathNotAllowedError: (403, "path_not_allowed", lambda c: c("/etc")),
     e.UploadNotFoundError: (404, "upload_not_found", lambda c: c("u1")),
@@ -71,7 +72,7 @@ def test_each_class_raised_while_scoring_answers_its_status_and_code():
         for cls, (status, code, make) in EXPECTED.items():
             exc = make(cls)
 
-            async def fail(request, gone=None, exc=exc):
+            async def fail(request, gone=None, caller=None, exc=exc):
                 raise exc
 
             pipeline.score = fail

@@ -136,7 +136,8 @@ BAD = [
     (
         {"groups": [{"prompt_ids": [1] * 8190, "completion_ids": [[1], [1, 2, 3]]}]},
         "groups[0].completion_ids[1]",
-        "exceeds max_sequence_tokens=8192",
+        # the context (8192), or lower on CPU (from memory: tests/serving/test_token_budget.py)
+        "exceeds max_sequence_tokens=",
     ),
     ({"groups": [{"prompt": "", "completions": ["x"]}]}, "groups[0].prompt", "prompt is empty"),
     (
@@ -214,5 +215,7 @@ def test_health_ready_and_model_info(served_default):
     info = httpx.get(served_default.url + "/v1/model", timeout=10).json()
     assert info["model"] == "SmolLM2-135M-Instruct"
     assert info["num_parameters"] == info["num_scored_parameters"] == 134515008
-    assert info["vocab_size"] == 49152 and info["max_sequence_length"] == 8192
+    assert info["vocab_size"] == 49152
+    # the context (8192), lowered on CPU to what memory holds (tests/serving/test_token_budget.py)
+    assert info["max_sequence_length"] == info["limits"]["max_sequence_tokens"] <= 8192
     assert info["device"] == "cpu" and info["dtype"] == "float32" and info["weight_version"] == 0

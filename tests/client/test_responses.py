@@ -11,6 +11,7 @@ from vigor_client import VigorClient, VigorProtocolError, VigorServerError
 from vigor_client._responses import parse_retry_after
 from vigor_client.errors import (
     ERRORS_BY_STATUS,
+    CheckpointPendingError,
     DeadlineExceededError,
     GroupIncompleteError,
     StaleWeightsError,
@@ -41,6 +42,7 @@ def test_every_mapped_status_raises_its_class():
     ("status", "code", "cls"),
     [(409, "transfer_state", TransferStateError), (409, "stale_weight_version", StaleWeightsError),
      (409, "version_conflict", StaleWeightsError), (504, "group_incomplete", GroupIncompleteError),
+     (504, "checkpoint_pending", CheckpointPendingError),
      (504, "deadline_exceeded", DeadlineExceededError)],
 )  # fmt: skip
 def test_the_code_picks_the_class_where_a_status_has_several_meanings(status, code, cls):

@@ -21,7 +21,7 @@ from vigor_client._requests import RequestCore
 from vigor_client.errors import ERRORS_BY_CODE, ERRORS_BY_STATUS, VigorError, error_class
 from vigor_client.wire import GROUP_HOLD_S, ErrorCode
 from vigor_service.api.errors import HTTP_CODES, STATUS
-from vigor_service.scoring.pipeline import ScoringPipeline
+from vigor_service.scoring.assembler import HoldBounds
 from vigor_service.settings import Settings
 
 from ..api.test_error_table import EXPECTED, OUTSIDE_THE_APP, exception_classes
@@ -86,7 +86,7 @@ def test_each_server_error_raised_while_scoring_raises_its_client_class():
         for cls, (status, code, make) in EXPECTED.items():
             exc = make(cls)
 
-            async def fail(request, gone=None, exc=exc):
+            async def fail(request, gone=None, caller=None, exc=exc):
                 raise exc
 
             pipeline.score = fail
@@ -114,7 +114,7 @@ def test_no_error_code_is_written_as_a_string_outside_wire():
 
 def test_the_hold_default_is_one_number():
     assert Settings.model_fields["group_hold_s"].default == GROUP_HOLD_S
-    assert inspect.signature(ScoringPipeline).parameters["hold_s"].default == GROUP_HOLD_S
+    assert HoldBounds().hold_s == GROUP_HOLD_S  # the pipeline's assembler default
     held = RequestCore("http://x").rewards(
         [{"id": "g", "group_size": 2, "prompt_ids": [1], "completion_ids": [[2]]}]
     )

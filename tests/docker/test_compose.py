@@ -119,6 +119,20 @@ def test_checkpoints_volume_is_shared_at_the_same_path(base):
     assert command[command.index("--checkpoints-dir") + 1] == "/checkpoints"
 
 
+def test_the_watcher_follows_a_directory_of_the_shared_checkpoints_volume(base):
+    from vigor_service.settings import Settings
+
+    env = environment(base["services"]["reward"])
+    watched = env["VIGOR_WATCH_DIR"]
+    assert watched.startswith("/checkpoints/"), "inside the volume both services mount"
+    assert env["VIGOR_WATCH_PATTERN"] == "${VIGOR_WATCH_PATTERN:-openrlhf}"
+    # The images set VIGOR_ALLOWED_WEIGHTS_DIR=["/checkpoints"]: the watch dir must lie under it.
+    settings = Settings(
+        watch_dir=watched, watch_pattern="openrlhf", allowed_weights_dir=["/checkpoints"]
+    )
+    assert settings.expects_updates
+
+
 def test_named_volumes_are_declared_and_used(base):
     declared = set(base["volumes"])
     used = {

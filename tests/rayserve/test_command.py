@@ -3,12 +3,14 @@ replicas, scores equal to a plain server's, a clean exit on SIGTERM; a bad model
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
 
 import httpx
+import psutil
 import pytest
 
 from ..servers import ProcessServer, free_port, wait_ready
@@ -27,6 +29,21 @@ def vigor_serve(*args: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def check_ray_listens_as_documented(pid: int, port: int) -> None:
+    """The Ray it started has the dashboard off (its head process still runs, headless, on
+    loopback), and the service's own port is on --host only (docs/scaling.md lists what else
+    Ray opens: its gRPC ports on every interface, which no ray.init option changes)."""
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    listening = []
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            conns = p.net_connections(kind="inet")
+            listening += [c.laddr for c in conns if c.status == psutil.CONN_LISTEN]
+    # the dashboard head may still answer its API, on loopback only
+    assert {a.ip for a in listening if a.port == 8265} <= {"127.0.0.1"}, listening
+    assert {a.ip for a in listening if a.port == port} <= {"127.0.0.1"}
+
+
 def test_the_command_serves_like_a_plain_server_and_exits_cleanly(tiny_chat_model_dir, tmp_path):
     plain = ProcessServer("--model", str(tiny_chat_model_dir), "--dtype", "float64")
     plain.start(tmp_path / "plain.log")
@@ -40,6 +57,7 @@ def test_the_command_serves_like_a_plain_server_and_exits_cleanly(tiny_chat_mode
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, 300, proc)
+        check_ray_listens_as_documented(proc.pid, port)
         got = httpx.post(url + "/v1/rewards", json=GROUP, timeout=120).json()["groups"][0]
         assert got["rewards"] == want["rewards"]
         assert got["scores"] == pytest.approx(want["scores"], rel=1e-12)

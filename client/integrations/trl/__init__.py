@@ -13,8 +13,9 @@ the processes hold are assembled by the server, so every reward is the whole gro
 
 - `reward.py`: the reward functions; `request.py`, `pieces.py`: their requests, whole groups or
   pieces of groups; `results.py`: the answer, its checks and logged metrics.
-- `callback.py`: the weight-sync callback; `run.py`: what it shares with the reward functions
-  (version clock, run key, process layout); `sharding.py`: refusing ZeRO-3 / FSDP.
+- `callback.py`: the weight-sync callback (over HTTP, or a process group: `../group_sync.py`);
+  `run.py`: what it shares with the reward functions (version clock, run key, process layout);
+  `sharding.py`: refusing ZeRO-3 / FSDP.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def vigor_for_trl(
     asynchronous: bool = False,
     client_options: dict | None = None,
     push_kwargs: dict | None = None,
+    distributed: bool | dict = False,
     **reward_options: Any,
 ) -> tuple[VigorRewardFunction | AsyncVigorRewardFunction, VigorWeightSyncCallback]:
     """The reward function and the weight-sync callback, sharing one `TrainerRun`.
@@ -44,7 +46,9 @@ def vigor_for_trl(
     `server`: a URL, several (list or comma-separated), or a client. `client_options` configure
     the clients built from a URL (`retry=RetryPolicy(...)` or a number of retries, `timeout`,
     `timeout_margin_s`, `api_token`, `admin_token`, `cooldown_s`); `push_kwargs` go to
-    `push_weights` (`bucket_bytes`, ...). `reward_options` go to the reward function (signals,
+    `push_weights` (`bucket_bytes`, ...). `distributed=True` (or a dict of `WeightSender`
+    options) sends the weights over a process group with the servers, HTTP when it cannot form.
+    `reward_options` go to the reward function (signals,
     shaping, num_generations, on_error, wait_s, hold_s, ...).
     """
     run = TrainerRun()
@@ -55,6 +59,7 @@ def vigor_for_trl(
         push_on_train_begin=push_on_train_begin,
         push_kwargs=push_kwargs,
         client_options=client_options,
+        distributed=distributed,
     )
     cls = AsyncVigorRewardFunction if asynchronous else VigorRewardFunction
     reward = cls(

@@ -10,7 +10,7 @@ from vigor_client.schema import ErrorResponse, OpenRLHFRequest, OpenRLHFResponse
 from vigor_client.wire import SIGNAL_NAMES
 
 from ...errors import InputProblem, InvalidInputError
-from ..deps import ApiAuth, PipelineDep
+from ..deps import ApiAuth, CallerDep, PipelineDep
 
 router = APIRouter(tags=["openrlhf"], dependencies=[ApiAuth])
 
@@ -42,6 +42,7 @@ async def get_reward(
     body: OpenRLHFRequest,
     pipeline: PipelineDep,
     request: Request,
+    caller: CallerDep,
     signals: Annotated[
         str | None,
         Query(description="Comma-separated extra signals logged as vigor_<name> in extra_logs."),
@@ -56,9 +57,23 @@ async def get_reward(
     ] = None,
     hold_s: Annotated[
         float | None,
-        Query(gt=0, le=3600, description="Give up on an incomplete group after this long."),
+        Query(
+            gt=0,
+            le=3600,
+            description="Give up on an incomplete group after this long (at most the server's "
+            "max_group_hold_s).",
+        ),
+    ] = None,
+    run: Annotated[
+        str | None,
+        Query(
+            description="Run key: held groups live in the namespace of the bearer token and "
+            "this key (the X-Vigor-Run header, for clients that can set one), so another run "
+            "on this server never joins them. Use an unguessable one (a UUID per run).",
+        ),
     ] = None,
 ) -> OpenRLHFResponse:
     return await pipeline.score_openrlhf(
-        body, parse_signals(signals), group_size, hold_s, gone=request.is_disconnected
-    )
+        body, parse_signals(signals), group_size, hold_s, gone=request.is_disconnected,
+        caller=caller,
+    )  # fmt: skip

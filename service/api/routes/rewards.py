@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from vigor_client.schema import ErrorResponse, RewardsRequest, RewardsResponse
 
-from ..deps import ApiAuth, PipelineDep
+from ..deps import ApiAuth, CallerDep, PipelineDep
 
 router = APIRouter(tags=["rewards"], dependencies=[ApiAuth])
 
@@ -24,5 +24,7 @@ ERRORS = {
 
 
 @router.post("/v1/rewards", responses=ERRORS)
-async def rewards(body: RewardsRequest, pipeline: PipelineDep, request: Request) -> RewardsResponse:
-    return await pipeline.score(body, gone=request.is_disconnected)
+async def rewards(
+    body: RewardsRequest, pipeline: PipelineDep, request: Request, caller: CallerDep
+) -> RewardsResponse:
+    return await pipeline.score(body, gone=request.is_disconnected, caller=caller)

@@ -1,6 +1,6 @@
 """The TRL integration on two processes: a real GRPOTrainer under torchrun (gloo, CPU) against a
 real server, with groups that span the processes; then the pieces of that layout on their own,
-and the refusal of sharded parameters (real FSDP2 on CPU)."""
+and the refusal of a sharded LoRA adapter (real FSDP2 on CPU)."""
 
 from __future__ import annotations
 
@@ -152,9 +152,12 @@ def test_pieces_of_groups_that_span_processes():
 
 
 @pytest.mark.slow
-def test_fsdp_sharded_parameters_are_refused_naming_the_fix(tmp_path):
+def test_an_fsdp_sharded_lora_adapter_is_refused_naming_the_fix(tmp_path):
+    # Sharded full models are gathered and sent (test_trl_distributed.py); a sharded adapter
+    # is not gathered, so it is refused rather than sent as a shard.
     import torch
     import torch.distributed as dist
+    from peft import LoraConfig, get_peft_model
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -165,10 +168,12 @@ def test_fsdp_sharded_parameters_are_refused_naming_the_fix(tmp_path):
     sync = VigorWeightSyncCallback("http://127.0.0.1:9")  # refused before any request
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        model = tiny_llama(dtype=torch.float32)
+        model = get_peft_model(
+            tiny_llama(dtype=torch.float32), LoraConfig(r=2, target_modules=["q_proj"])
+        )
         fully_shard(model, mesh=init_device_mesh("cpu", (1,)))  # parameters become DTensors
         state = type("State", (), {"global_step": 0})()
-        with pytest.raises(NotImplementedError, match=r"FSDP-sharded parameters.*Fix: train with"):
+        with pytest.raises(NotImplementedError, match=r"FSDP2-sharded LoRA adapter.*Fix: train"):
             sync.on_train_begin(None, state, None, model=model)
     finally:
         dist.destroy_process_group()

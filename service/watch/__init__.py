@@ -1,0 +1,5 @@
+"""Following a trainer's checkpoint directory (--watch-dir)."""
+
+from .watcher import CheckpointWatcher
+
+__all__ = ["CheckpointWatcher"]
