@@ -116,6 +116,21 @@ class StatelessGroup:
         except Exception as exc:
             raise GroupError(f"broadcast over {self.master} failed: {_brief(exc)}") from exc
 
+    def ping(self) -> None:
+        """One round trip to rank 0's store; GroupError when it is gone or silent past timeout_s.
+
+        Nothing goes over the group itself, so a trainer busy in a long step still answers: its
+        store serves from a thread of its own. A trainer that died or left took its store with
+        it, and the connection fails at once.
+        """
+        store = self._store
+        if store is None or self._pg is None:
+            raise GroupError("the weight-transfer group is closed")
+        try:
+            store.check([f"{STORE_PREFIX}/ping"])
+        except Exception as exc:
+            raise GroupError(f"rank 0's store at {self.master} is gone: {_brief(exc)}") from exc
+
     @property
     def closed(self) -> bool:
         return self._pg is None

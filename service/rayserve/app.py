@@ -17,6 +17,7 @@ from ..api.deps import is_loopback
 from ..settings import Settings
 from .ingress import IngressRuntime
 from .ledger import NAMESPACE, WeightLedger, ledger_name
+from .proxy_hook import proxy_env
 from .replica import ScoringReplica
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,11 @@ def launch(settings: Settings, app_name: str = APP_NAME):
         ray.init(**ray_init_options(settings))
     ledger = start_ledger(app_name)
     ray.get(ledger.state.remote())  # up before any replica looks for it
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.start(
+        http_options={"host": settings.host, "port": settings.port},
+        # The proxy inherits these: they bound its header time (proxy_hook.py).
+        controller_options={"runtime_env": {"env_vars": proxy_env(settings.header_timeout_s)}},
+    )
     return serve.run(
         build(settings, app_name),
         name=app_name,

@@ -13,8 +13,9 @@ the MLP's gate, up, activation and product ≈ 4 × intermediate; the logits, th
 its gradient ≈ 3 × vocabulary), which gives 1.92 MiB per token on the default model.
 
 A sequence may use `MEMORY_SHARE` of the machine's memory less the weights and their gradients;
-a request may hold `SEQUENCES_PER_REQUEST` such sequences (a group of 8 maximal completions), at
-most the CUDA default. Micro-batches are bounded by max_batch_tokens, so the request bound is a
+a request may hold `SEQUENCES_PER_REQUEST` times what memory affords one sequence (a group of 8
+maximal completions; a short context does not lower it), at most the CUDA default. Micro-batches
+are bounded by max_batch_tokens, so the request bound is a
 bound on engine time more than on memory. On CUDA the limits stay the model's context and
 MAX_REQUEST_TOKENS: device memory is probed by the out-of-memory split instead.
 """
@@ -80,6 +81,9 @@ def cpu_token_budget(
     per_token = per_token_bytes(model)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     free = int(MEMORY_SHARE * memory) - 2 * weights  # the weights and their gradients
-    sequence = min(context, max(MIN_SEQUENCE_TOKENS, free // per_token))
-    request = min(MAX_REQUEST_TOKENS, SEQUENCES_PER_REQUEST * sequence)
+    affordable = max(MIN_SEQUENCE_TOKENS, free // per_token)
+    sequence = min(context, affordable)
+    # From what memory affords, not from the context: a short-context model still takes a group
+    # of many sequences per request (micro-batches bound the memory, this bounds engine time).
+    request = min(MAX_REQUEST_TOKENS, SEQUENCES_PER_REQUEST * affordable)
     return TokenBudget(sequence, request, memory, per_token)

@@ -7,7 +7,10 @@ runs in a thread, off the engine worker, so scoring goes on meanwhile.
 Failures leave the served weights alone and are bounded: a refused update is dropped and the group
 stays; a failed group (the trainer died or went silent past --transfer-timeout-s) drops the update
 and closes the group; an open update untouched for --upload-ttl-s is dropped and its group closed
-(the trainer is presumed gone). A new init always replaces what was there.
+(the trainer is presumed gone). A joined group with no update open has no timer, since a live
+trainer may sit idle for a long training step; instead its store is asked every PEER_CHECK_S
+whether the trainer is still there, and the group is closed when it is gone. A new init always
+replaces what was there.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from .receive import StagedUpdate, receive_update
 log = logging.getLogger(__name__)
 
 JOIN_GRACE_S = 5.0  # beyond --transfer-timeout-s: the group's own timeout answers first
+# How often a joined, idle group asks the trainer's store whether the trainer is alive: one small
+# TCP round trip, cheap enough to notice a killed trainer within seconds.
+PEER_CHECK_S = 2.0
 
 
 class Session:
@@ -55,6 +61,7 @@ class Session:
         self.update: StagedUpdate | None = None
         self.expires_at: float | None = None
         self.expiry: asyncio.TimerHandle | None = None
+        self.watch: asyncio.Task[None] | None = None  # the liveness check while joined
 
 
 class WeightTransfer:
@@ -122,6 +129,8 @@ class WeightTransfer:
         session, self._session = self._session, None
         if session is not None:
             self._drop_update(session)
+            if session.watch is not None and session.watch is not asyncio.current_task():
+                session.watch.cancel()
             session.group.close()
             log.info("weight-transfer group %s closed: %s", session.group.master, why)
 
@@ -140,6 +149,37 @@ class WeightTransfer:
         if self._session is session and not self._receiving:
             log.warning("weight update untouched for %g s: dropped", self.limits.upload_ttl_s)
             self._close(f"the open update was untouched for {self.limits.upload_ttl_s:g} s")
+
+    async def _watch(self, session: Session) -> None:
+        """Close the group once its trainer is gone, checking only while it is joined and idle.
+
+        Not a timeout: a trainer between long steps keeps its store up and is never cut. A
+        trainer killed after init took its store with it: the check fails at once and the state
+        leaves `joined` within PEER_CHECK_S. A trainer that is alive but stopped answers within
+        --transfer-timeout-s or is treated as gone, as a broadcast would treat it.
+        """
+        every = min(PEER_CHECK_S, self.limits.transfer_timeout_s)
+        while self._session is session:
+            await asyncio.sleep(every)
+            if not self._idle(session):
+                continue  # a call in progress or an open update has its own bound
+            try:
+                within = self.limits.transfer_timeout_s + JOIN_GRACE_S
+                await in_daemon_thread(session.group.ping, within=within)
+            except (GroupError, TimeoutError) as exc:
+                if self._idle(session):
+                    why = str(exc) or "its store did not answer"
+                    log.warning("weight-transfer trainer gone while joined: %s", why)
+                    self._close(f"the trainer is gone ({why})")
+                    return
+
+    def _idle(self, session: Session) -> bool:
+        return (
+            self._session is session
+            and self._busy is None
+            and not self._receiving
+            and session.update is None
+        )
 
     # --- the calls --------------------------------------------------------------------------
     async def init(self, info: InitInfo) -> TransferStatus:
@@ -170,7 +210,8 @@ class WeightTransfer:
                     f"{timeout:g} s (--transfer-timeout-s): the peer did not complete the "
                     "rendezvous; nothing was joined"
                 ) from None
-            self._session = Session(group)
+            self._session = session = Session(group)
+            session.watch = asyncio.get_running_loop().create_task(self._watch(session))
         log.info("joined weight-transfer group %s as rank %d of %d (%s)",
                  group.master, group.rank, group.world_size, backend)  # fmt: skip
         return self.status("Weight transfer initialized")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 
@@ -52,7 +53,7 @@ def test_the_command_serves_like_a_plain_server_and_exits_cleanly(tiny_chat_mode
         plain.stop()
     port = free_port()
     proc = vigor_serve("--model", str(tiny_chat_model_dir), "--dtype", "float64",
-                       "--port", str(port))  # fmt: skip
+                       "--port", str(port), "--header-timeout-s", "2")  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, 300, proc)
@@ -60,6 +61,10 @@ def test_the_command_serves_like_a_plain_server_and_exits_cleanly(tiny_chat_mode
         got = httpx.post(url + "/v1/rewards", json=GROUP, timeout=120).json()["groups"][0]
         assert got["rewards"] == want["rewards"]
         assert got["scores"] == pytest.approx(want["scores"], rel=1e-12)
+        # --header-timeout-s reaches the proxy of the Ray this command started (issue 26 item 8)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never end
+            assert sock.recv(1024) == b""  # closed by the proxy; recv would time out at 30 s
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     finally:

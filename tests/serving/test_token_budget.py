@@ -29,7 +29,11 @@ def test_the_budget_follows_memory_and_stays_within_the_context():
     small = cpu_token_budget(model, context=4096, memory_bytes=memory)
     assert small.max_sequence_tokens == 300 and small.max_request_tokens == 8 * 300
     big = cpu_token_budget(model, context=4096, memory_bytes=1 << 40)
-    assert big.max_sequence_tokens == 4096 and big.max_request_tokens == 8 * 4096
+    assert big.max_sequence_tokens == 4096 and big.max_request_tokens == 65536
+    # A short context caps each sequence, not the request: a group of many short sequences
+    # must still fit (a 256-token model once refused 5 GSM8K groups in one request).
+    short = cpu_token_budget(model, context=256, memory_bytes=1 << 40)
+    assert short.max_sequence_tokens == 256 and short.max_request_tokens == 65536
     huge_context = cpu_token_budget(model, context=1 << 20, memory_bytes=1 << 44)
     assert huge_context.max_request_tokens == 65536  # never above the CUDA default
     tiny = cpu_token_budget(model, context=4096, memory_bytes=1)

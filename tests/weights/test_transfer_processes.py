@@ -66,7 +66,12 @@ def trainer(servers, checkpoint, *args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tests.weights.transfer_trainer", "--urls", urls,
            "--checkpoint", str(checkpoint), "--token", TOKEN, *args]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                            text=True, env={**os.environ, "PYTHONPATH": python_path()})  # fmt: skip
+
+
+def python_path() -> str:
+    """This checkout first, then whatever the caller set (a worktree's own package links)."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 
 def finished(proc: subprocess.Popen) -> tuple[int, list[dict]]:
@@ -200,3 +205,53 @@ def test_a_server_killed_mid_transfer_fails_the_trainer_and_the_other_server_rec
     assert status(servers[0].url)["state"] == "closed"
     assert status(servers[0].url)["staged_bytes"] == 0
     assert scores(servers[0].url) == before
+
+
+def wait_closed(url: str, patience_s: float = 60.0) -> float:
+    """Seconds until the server's transfer state is `closed` (the test's patience is not the
+    bound under test: callers assert the bound)."""
+    start = time.monotonic()
+    while status(url)["state"] != "closed" and time.monotonic() - start < patience_s:
+        time.sleep(0.1)
+    assert status(url)["state"] == "closed", status(url)
+    return time.monotonic() - start
+
+
+def test_a_trainer_killed_right_after_init_is_noticed_and_a_new_trainer_works(
+    servers, checkpoint, tmp_path
+):
+    """Issue 26 item 13: on main the state stayed `joined` with no timer."""
+    before = [scores(s.url) for s in servers]
+    v = max(version(s.url) for s in servers) + 1
+    proc = trainer(servers, checkpoint, "--version", str(v), "--stall-after-init")
+    stalled(proc)
+    assert [status(s.url)["state"] for s in servers] == ["joined", "joined"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    # The bound is PEER_CHECK_S (2 s) and one round trip to the dead store; 15 s leaves room
+    # for a loaded machine, and is still below the 20 s --transfer-timeout-s of these servers.
+    took = [wait_closed(s.url) for s in servers]
+    assert max(took) < 15, took
+    assert [scores(s.url) for s in servers] == before
+
+    sent = tmp_path / "sent"
+    code, events = finished(trainer(servers, checkpoint, "--version", str(v), "--seed", "7",
+                                    "--save", str(sent)))  # fmt: skip
+    assert code == 0, events
+    want = fresh_scores(sent, tmp_path)
+    assert [scores(s.url) for s in servers] == [(v, want), (v, want)]
+
+
+def test_a_live_trainer_idle_after_init_is_not_cut(servers, checkpoint, tmp_path):
+    v = max(version(s.url) for s in servers) + 1
+    go = tmp_path / "go"
+    proc = trainer(servers, checkpoint, "--version", str(v), "--stall-after-init",
+                   "--resume-when", str(go))  # fmt: skip
+    stalled(proc)
+    time.sleep(8)  # four liveness checks (PEER_CHECK_S = 2 s): each finds the trainer alive
+    assert [status(s.url)["state"] for s in servers] == ["joined", "joined"]
+    go.touch()
+    code, events = finished(proc)
+    assert code == 0, events
+    assert [u["weight_version"] for u in events[-1]["updates"]] == [v, v]
+    assert [version(s.url) for s in servers] == [v, v]

@@ -2,9 +2,11 @@
 
     python -m tests.weights.transfer_trainer --urls URL[,URL] --checkpoint DIR --version V \
         [--seed S] [--save DIR] [--break name|shape|dtype] [--stall-after K [--resume-when F]]
+        [--stall-after-init [--resume-when F]]
 
 Prints one JSON object per line: {"bucket": k} after each bucket, {"stalled": k} when it stops
-sending (and waits until killed, or until file F exists), then {"updates": [...]} or
+sending (or {"stalled": "init"} right after joining, with --stall-after-init; and waits until
+killed, or until file F exists), then {"updates": [...]} or
 {"error": "..."} (exit code 1).
 """
 
@@ -56,6 +58,7 @@ def main() -> int:
     ap.add_argument("--save", default=None, help="save the weights sent, as a checkpoint")
     ap.add_argument("--break", dest="breakage", choices=sorted(BROKEN), default=None)
     ap.add_argument("--stall-after", type=int, default=None, help="stop after K buckets")
+    ap.add_argument("--stall-after-init", action="store_true", help="stop once joined")
     ap.add_argument("--resume-when", default=None, help="after stalling, go on once this exists")
     ap.add_argument("--bucket-bytes", type=int, default=16 << 10)
     ap.add_argument("--timeout-s", type=float, default=30.0)
@@ -67,19 +70,22 @@ def main() -> int:
         model.save_pretrained(args.save)
     source = model if args.breakage is None else broken(model.state_dict(), args.breakage)
 
+    def stall(where: int | str) -> None:
+        say(stalled=where)
+        end = time.monotonic() + 3600  # until the test kills this process, or lets it go on
+        while time.monotonic() < end and not (args.resume_when and Path(args.resume_when).exists()):
+            time.sleep(0.05)
+
     def on_bucket(k: int, nbytes: int) -> None:
         say(bucket=k, nbytes=nbytes)
         if args.stall_after is not None and k + 1 == args.stall_after:
-            say(stalled=k + 1)
-            end = time.monotonic() + 3600  # until the test kills this process, or lets it go on
-            while time.monotonic() < end and not (
-                args.resume_when and Path(args.resume_when).exists()
-            ):
-                time.sleep(0.05)
+            stall(k + 1)
 
     sender = WeightSender(args.urls, admin_token=args.token, timeout_s=args.timeout_s)
     try:
         sender.init()
+        if args.stall_after_init:
+            stall("init")  # a trainer's long step between init and its first send
         updates = sender.send(
             source,
             version=args.version,
