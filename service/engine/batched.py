@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+from functools import partial
 from typing import Literal
 
 import torch
 from torch import nn
 
+from .head import (
+    DEFAULT_CHUNK_ELEMENTS,
+    NotChunkable,
+    bypassed_head,
+    chunkable,
+    chunked_loss,
+    row_logits,
+)
 from .microbatch import (
     MicroBatch,
     build_batch,
@@ -43,8 +52,16 @@ class BatchedEngine:
         gradient_checkpointing: bool = False,
         force_form: Literal["auto", "ghost", "direct"] = "auto",
         use_reentrant: bool = False,
+        head_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     ):
+        if head_chunk_elements < 0:
+            raise ValueError(
+                f"head_chunk_elements must be ≥ 0 (0: unchunked), not {head_chunk_elements}"
+            )
         self.max_batch_tokens = max_batch_tokens
+        self.head_chunk_elements = head_chunk_elements
+        # Model types whose head output is transformed after the lm_head (soft-capping, scaling).
+        self._unchunkable: set[type] = set()
         self.gradient_checkpointing = gradient_checkpointing
         self.force_form = force_form
         self.use_reentrant = use_reentrant
@@ -58,6 +75,14 @@ class BatchedEngine:
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
     ) -> list[SequenceScore]:
+        if self.head_chunk_elements and type(model) not in self._unchunkable:
+            try:
+                return self._score(model, params, sequences, signals, temperature, chunked=True)
+            except NotChunkable:
+                self._unchunkable.add(type(model))
+        return self._score(model, params, sequences, signals, temperature, chunked=False)
+
+    def _score(self, model, params, sequences, signals, temperature, chunked):
         results = [SequenceScore(None, 0, dict.fromkeys(signals)) for _ in sequences]
         todo = [i for i, s in enumerate(sequences) if s.num_tokens > 0]
         if not todo:
@@ -75,13 +100,24 @@ class BatchedEngine:
             )
             stack.enter_context(torch.enable_grad())
             stack.enter_context(embeddings_require_grad(model))
-            head_hooked = stack.enter_context(completion_head(model, batch_ref))
             capture = stack.enter_context(capturing(model, plan, self.force_form))
+            chunk = self.head_chunk_elements if chunked and chunkable(model, capture) else 0
+            found: list[torch.Tensor] = []
+            if chunk:
+                head_hooked = True
+                stack.enter_context(bypassed_head(model, batch_ref, found))
+                stack.enter_context(capture.driving(model.get_output_embeddings()))
+            else:
+                head_hooked = stack.enter_context(completion_head(model, batch_ref))
+            run = partial(_run, model, capture=capture, signals=signals, temperature=temperature)
             for group in pack([sequences[i] for i in todo], self.max_batch_tokens):
                 batch_ref[:] = [build_batch([sequences[todo[g]] for g in group], first.device)]
                 for strict in (False, True):
                     capture.start(batch_ref[0].masks(), acc_dtype, first.device, strict)
-                    scores = _run(model, batch_ref[0], capture, head_hooked, signals, temperature)
+                    if chunk:
+                        scores = run(_chunked_pass(model, batch_ref[0], capture, found, chunk))
+                    else:
+                        scores = run(_plain_pass(model, batch_ref[0], head_hooked))
                     # Non-finite values at padding only ever show up as NaN; then redo the
                     # micro-batch zeroing padding on both sides of every product.
                     if all(math.isfinite(s.grad_norm) for s in scores):
@@ -91,21 +127,33 @@ class BatchedEngine:
         return results
 
 
+def _plain_pass(model, batch, head_hooked):
+    logits, loss = completion_logits_and_loss(model, batch, head_hooked)
+    return batch, loss, lambda r, n: logits[r, :n]
+
+
+def _chunked_pass(model, batch, capture, found, chunk):
+    h, loss = chunked_loss(model, batch, capture, found, chunk)
+    return batch, loss, lambda r, n: row_logits(model, h[r, :n].detach())
+
+
 def _run(
     model: nn.Module,
-    batch: MicroBatch,
+    pass_: tuple,
+    *,
     capture: NormCapture,
-    head_hooked: bool,
     signals: tuple[str, ...],
     temperature: float,
 ) -> list[SequenceScore]:
-    logits, loss = completion_logits_and_loss(model, batch, head_hooked)
+    batch, loss, logits_of = pass_
     lengths = batch.num_tokens.tolist()
     found = [
-        compute_signals(logits[r, :n], batch.targets[r, :n], signals, temperature)
+        compute_signals(logits_of(r, n), batch.targets[r, :n], signals, temperature)
+        if signals
+        else {}
         for r, n in enumerate(lengths)
     ]
-    del logits
+    del pass_, logits_of
     with capture.backward_phase():
         loss.backward()
     sq = capture.finish().tolist()

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from .gram import GramCache
+from .linear import LinearRule
 from .registry import CallContext, ModulePlan, Plan, TiedRule
 
 
@@ -34,6 +35,7 @@ class _Entry:
     tied: list[tuple[int, str]] = field(default_factory=list)  # (index into tied rules, role)
     forward_calls: int = 0
     backward_calls: int = 0
+    driven: bool = False  # hooks skip it: the chunked head calls drive_* itself
 
 
 @dataclass
@@ -105,8 +107,66 @@ class NormCapture:
         mask = self._masks[key]
         return CallContext(mask, self._acc_dtype, self._grams, self._force_form, self._strict)
 
+    def can_drive(self, module: nn.Module) -> bool:
+        """Whether `drive_*` can take this Linear's output gradient in column slices."""
+        entry = self._entries.get(id(module))
+        if entry is None:
+            return True  # no scored parameter: nothing to capture
+        return isinstance(entry.plan.rule, LinearRule) and all(
+            hasattr(self._plan.tied[k].rule_cls, "head_chunk") for k, _ in entry.tied
+        )
+
+    @contextlib.contextmanager
+    def driving(self, module: nn.Module) -> Iterator[None]:
+        """The hooks leave `module` alone for the duration; its caller drives the capture."""
+        entry = self._entries.get(id(module))
+        if entry is not None:
+            entry.driven = True
+        try:
+            yield
+        finally:
+            if entry is not None:
+                entry.driven = False
+
+    def drive_forward(self, module: nn.Module, x: torch.Tensor) -> _Call | None:
+        """What the forward hook does for a driven module, given its input."""
+        entry = self._entries.get(id(module))
+        if entry is None or self._sq is None:
+            return None
+        entry.forward_calls += 1
+        if entry.forward_calls > 1:
+            raise UnsupportedModelError(f"{entry.plan.name!r} ran more than once in one forward")
+        ctx = self._context(module, x)
+        with torch.no_grad():
+            saved = entry.plan.rule.capture(module, x, ctx)
+            for k, role in entry.tied:
+                self._tied[k].forward(role, x, ctx)
+        return _Call(entry, saved, ctx)
+
+    def drive_grad(self, call: _Call | None, module: nn.Module, grad: torch.Tensor, start: int):
+        """Add the norm terms of output columns start..start+grad.shape[-1] of a driven module."""
+        if call is None:
+            return
+        with torch.no_grad():
+            self._sq += call.entry.plan.rule.sq_norms(
+                module, call.saved, grad, call.ctx, call.entry.plan.scored
+            )
+            for k, role in call.entry.tied:
+                self._tied[k].head_chunk(role, grad, start, call.ctx)
+
+    def drive_done(self, call: _Call | None) -> None:
+        """Every column slice has arrived: the tied cross terms can be completed."""
+        if call is None:
+            return
+        with torch.no_grad():
+            for k, role in call.entry.tied:
+                cross = self._tied[k].head_done(role, call.ctx)
+                if cross is not None:
+                    self._sq += cross
+        call.done, call.saved = True, None
+
     def forward_hook(self, entry: _Entry, module: nn.Module, inputs: tuple, output: Any) -> Any:
-        if self._sq is None or not torch.is_grad_enabled():
+        if self._sq is None or not torch.is_grad_enabled() or entry.driven:
             return None
         if self._in_backward:
             if entry.forward_calls:

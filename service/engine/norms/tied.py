@@ -40,15 +40,31 @@ class EmbeddingHeadCross(TiedRule):
 
     def backward(self, role: str, grad: torch.Tensor, ctx: CallContext) -> torch.Tensor | None:
         if role == "head":
-            ids = self._ids.unsqueeze(1).expand(-1, grad.shape[1], -1)
-            # Only the columns of the embedded ids matter: keep (and zero padding in) those, not
-            # a copy of the whole Bhead.
-            self._picked = tokens(grad.gather(2, ids), ctx.mask, ctx.acc_dtype)
-            self._h = tokens(self._head_input, ctx.mask, ctx.acc_dtype)
-            self._head_input = None
-        else:
-            delta = tokens(grad, ctx.mask, ctx.acc_dtype)
-            self._delta = delta.masked_fill(~self._keep.unsqueeze(-1), 0)
+            self.head_chunk(role, grad, 0, ctx)
+            return self.head_done(role, ctx)
+        delta = tokens(grad, ctx.mask, ctx.acc_dtype)
+        self._delta = delta.masked_fill(~self._keep.unsqueeze(-1), 0)
+        return self._cross()
+
+    def head_chunk(self, role: str, grad: torch.Tensor, start: int, ctx: CallContext) -> None:
+        """Bhead columns start..start+grad.shape[-1]: pick those of the embedded ids in range."""
+        local = self._ids - start
+        inside = (local >= 0) & (local < grad.shape[2])
+        ids = local.clamp(0, grad.shape[2] - 1).unsqueeze(1).expand(-1, grad.shape[1], -1)
+        # Only the columns of the embedded ids matter: keep (and zero padding in) those, not
+        # a copy of the whole Bhead.
+        picked = tokens(grad.gather(2, ids), ctx.mask, ctx.acc_dtype)
+        if not bool(inside.all()):
+            picked = picked.masked_fill(~inside.unsqueeze(1), 0)
+        # Each id's column lies in exactly one slice, so the others add exact zeros.
+        self._picked = picked if self._picked is None else self._picked + picked
+
+    def head_done(self, role: str, ctx: CallContext) -> torch.Tensor | None:
+        self._h = tokens(self._head_input, ctx.mask, ctx.acc_dtype)
+        self._head_input = None
+        return self._cross()
+
+    def _cross(self) -> torch.Tensor | None:
         if self._picked is None or self._delta is None:
             return None
         dots = torch.bmm(self._h, self._delta.transpose(1, 2))  # (batch, S, T): h_s·δ_t
