@@ -27,27 +27,17 @@ from typing import Any
 
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from vigor_client.client import AsyncVigorClient
+from vigor_client.client import DEFAULT_URL, AsyncVigorClient
+from vigor_client.integrations.verl_config import config_value
 from vigor_client.schema import Group
 from vigor_client.wire import stand_in_floor
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 KWARGS = ("server_url", "group_size", "hold_s", "timeout", "api_token")
-
-
-def _get(config: Any, dotted: str, default: Any = None) -> Any:
-    node = config
-    for part in dotted.split("."):
-        getter = getattr(node, "get", None)
-        node = getter(part) if getter is not None else getattr(node, part, None)
-        if node is None:
-            return default
-    return node
 
 
 def reward_kwargs(config: Any) -> dict[str, Any]:
     """This manager's settings from `reward.reward_kwargs`; unknown vigor-looking keys refused."""
-    raw = dict(_get(config, "reward.reward_kwargs", {}) or {})
+    raw = dict(config_value(config, "reward.reward_kwargs", {}) or {})
     ours = {k: raw[k] for k in KWARGS if k in raw}
     url = str(ours.get("server_url") or os.environ.get("VIGOR_URL") or DEFAULT_URL)
     if "," in url:
@@ -62,7 +52,9 @@ def reward_kwargs(config: Any) -> dict[str, Any]:
 
 def group_size_of(config: Any, configured: Any = None) -> int:
     """The samples per uid: `reward_kwargs.group_size`, else `actor_rollout_ref.rollout.n`."""
-    n = configured if configured is not None else _get(config, "actor_rollout_ref.rollout.n")
+    n = configured
+    if n is None:
+        n = config_value(config, "actor_rollout_ref.rollout.n")
     if not isinstance(n, int) or n < 1:
         raise ValueError(
             f"cannot tell the group size (actor_rollout_ref.rollout.n={n!r}); set "
@@ -73,11 +65,11 @@ def group_size_of(config: Any, configured: Any = None) -> int:
 
 def check_validation(config: Any, n: int) -> None:
     """Validation groups hold `val_kwargs.n` samples per uid; refuse a size they never reach."""
-    val_n = _get(config, "actor_rollout_ref.rollout.val_kwargs.n", 1)
-    runs = bool(_get(config, "trainer.val_before_train", False)) or (
-        (_get(config, "trainer.test_freq", -1) or -1) > 0
+    val_n = config_value(config, "actor_rollout_ref.rollout.val_kwargs.n", 1)
+    runs = bool(config_value(config, "trainer.val_before_train", False)) or (
+        (config_value(config, "trainer.test_freq", -1) or -1) > 0
     )
-    if runs and _get(config, "data.val_files") and val_n != n:
+    if runs and config_value(config, "data.val_files") and val_n != n:
         raise ValueError(
             f"validation samples {val_n} completions per uid (rollout.val_kwargs.n) but VIGOR "
             f"groups hold {n} (rollout.n): validation groups would never complete. Set "
