@@ -13,6 +13,7 @@ import vigor_service
 from vigor_service import errors as e
 from vigor_service.api.body_limit import BodyTooLarge
 from vigor_service.engine.errors import UnsupportedModelError
+from vigor_service.engine.head import NotChunkable
 from vigor_service.serve import StartError
 from vigor_service.weights.sources import Cancelled
 
@@ -45,8 +46,9 @@ EXPECTED = {
 }
 
 
-# Raised before the app exists (`vigor-serve` prints them and exits 1): never an HTTP answer.
-OUTSIDE_THE_APP = {StartError}
+# Raised before the app exists (`vigor-serve` prints them and exits 1), or caught where it is
+# raised (the engine rescores a model whose head cannot be chunked): never an HTTP answer.
+OUTSIDE_THE_APP = {StartError, NotChunkable}
 
 VALID = {"groups": [{"prompt_ids": [1, 2], "completion_ids": [[3, 4]]}]}
 
