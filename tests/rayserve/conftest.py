@@ -6,6 +6,7 @@ Both serve the tiny chat model in float64, so the same groups score to the same 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -33,13 +34,14 @@ def plain_server(tiny_chat_model_dir, weights_dir, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def ray_app(tiny_chat_model_dir, weights_dir):
+@contextmanager
+def running_ray_app(model_dir, weights_dir, **settings_fields):
+    """The application on a fresh local Ray (2 replicas of half a CPU each); yields its URL."""
     from vigor_service.rayserve import app
     from vigor_service.settings import Settings
 
     settings = Settings(
-        model=str(tiny_chat_model_dir),
+        model=str(model_dir),
         dtype="float64",
         port=free_port(),
         ray=True,
@@ -47,6 +49,7 @@ def ray_app(tiny_chat_model_dir, weights_dir):
         replica_num_cpus=0.5,
         admin_timeout_s=120,
         allowed_weights_dir=[weights_dir],
+        **settings_fields,
     )
     ray.init(num_cpus=2, include_dashboard=False, namespace="vigor", log_to_driver=False)
     try:
@@ -57,6 +60,12 @@ def ray_app(tiny_chat_model_dir, weights_dir):
     finally:
         app.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_app(tiny_chat_model_dir, weights_dir):
+    with running_ray_app(tiny_chat_model_dir, weights_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..servers import ProcessServer, free_port, wait_ready
-from .conftest import wait_for
+from ..servers import ProcessServer
+from .conftest import running_ray_app, wait_for
 from .test_ray_serve import agreeing, close, replica_names, scores_of
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -25,30 +25,10 @@ def watched(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_watch_app(tiny_chat_model_dir, watched):
-    from vigor_service.rayserve import app
-    from vigor_service.settings import Settings
-
-    settings = Settings(
-        model=str(tiny_chat_model_dir),
-        dtype="float64",
-        port=free_port(),
-        ray=True,
-        replicas=2,
-        replica_num_cpus=0.5,
-        admin_timeout_s=120,
-        allowed_weights_dir=[watched],
-        watch_dir=watched,
-        watch_interval_s=30,  # the scoring call finds the step, not the poll
-    )
-    ray.init(num_cpus=2, include_dashboard=False, namespace="vigor", log_to_driver=False)
-    try:
-        app.launch(settings)
-        url = f"http://127.0.0.1:{settings.port}"
-        wait_ready(url, 300)
+    # The poll is slow on purpose: the scoring call must find the step, not the poll.
+    watching = {"watch_dir": watched, "watch_interval_s": 30}
+    with running_ray_app(tiny_chat_model_dir, watched, **watching) as url:
         yield url
-    finally:
-        app.shutdown()
-        ray.shutdown()
 
 
 def step_dir(model_dir, root, step: int):
