@@ -36,6 +36,19 @@ def served(model_dir, tmp_path, name: str) -> ProcessServer:
     return server.start(tmp_path / f"{name}.log")
 
 
+def scored_as_sent(url: str, model, prompt, completion, step: int, rel: float) -> None:
+    """The server scores at the step's version with the naive norm of the weights just sent."""
+    with VigorClient(url) as client:
+        res = client.score(
+            [{"prompt_ids": prompt, "completion_ids": [completion]}],
+            min_weight_version=step,
+            wait_s=5.0,
+        )
+    assert res.weight_version == step
+    want = naive_grad_norm(model, prompt, completion)
+    assert res.groups[0].grad_norms[0] == pytest.approx(want, rel=rel)
+
+
 @pytest.mark.slow
 def test_grpo_trainer_sends_weights_over_gloo_and_each_step_scores_as_a_fresh_server(
     tiny_chat_model_dir, tmp_path
@@ -147,15 +160,7 @@ def test_a_group_that_cannot_form_is_logged_and_the_weights_go_over_http(
                     p.add_(0.05 * torch.randn_like(p))
             with caplog.at_level(logging.WARNING):
                 sync.weights_for(step)
-            with VigorClient(server.url) as client:
-                res = client.score(
-                    [{"prompt_ids": prompt, "completion_ids": [completion]}],
-                    min_weight_version=step,
-                    wait_s=5.0,
-                )
-            assert res.weight_version == step
-            want = naive_grad_norm(model, prompt, completion)
-            assert res.groups[0].grad_norms[0] == pytest.approx(want, rel=1e-9)
+            scored_as_sent(server.url, model, prompt, completion, step, rel=1e-9)
         assert sync.routes == ["http", "http"]
         assert "nccl" in sync.group.fallback_reason
         warned = [r for r in caplog.records if "could not form" in r.getMessage()]
@@ -225,15 +230,7 @@ def test_a_group_lost_mid_run_sends_that_step_over_http_then_forms_a_new_one(cap
                 assert admin(srv.url, "POST", "/close_weight_transfer_engine").status_code == 200
             with caplog.at_level(logging.WARNING):
                 sync.weights_for(step)
-            with VigorClient(srv.url) as client:
-                res = client.score(
-                    [{"prompt_ids": prompt, "completion_ids": [completion]}],
-                    min_weight_version=step,
-                    wait_s=5.0,
-                )
-            assert res.weight_version == step
-            want = naive_grad_norm(model, prompt, completion)
-            assert res.groups[0].grad_norms[0] == pytest.approx(want, rel=1e-4)  # float32 server
+            scored_as_sent(srv.url, model, prompt, completion, step, rel=1e-4)  # float32 server
         sync.on_train_end(None, state, None)
     assert sync.routes == ["gloo", "http", "gloo"] and sync.group.fallback_reason is None
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
