@@ -66,6 +66,11 @@ class Metrics:
             "vigor_held_samples", "Samples held until their groups complete.", registry=r
         )
         self.held_bytes = Gauge("vigor_held_bytes", "Bytes of held samples.", registry=r)
+        self.held_orphans = Gauge(
+            "vigor_held_orphans",
+            "Held samples whose caller left (client timeout): a retry takes their slot.",
+            registry=r,
+        )
         self.groups_incomplete = Gauge(
             "vigor_groups_incomplete_total",
             "Groups answered 'group_incomplete' after their hold time, since start.",
@@ -115,12 +120,14 @@ class Metrics:
         held_groups: Callable[[], float],
         held_samples: Callable[[], float],
         held_bytes: Callable[[], float],
+        held_orphans: Callable[[], float],
         groups_incomplete: Callable[[], float],
     ) -> Metrics:
         """The gauges' values, read at scrape time."""
         self.held_groups.set_function(held_groups)
         self.held_samples.set_function(held_samples)
         self.held_bytes.set_function(held_bytes)
+        self.held_orphans.set_function(held_orphans)
         self.groups_incomplete.set_function(groups_incomplete)
         self.weight_version.set_function(weight_version)
         self.queue_depth.set_function(queue_depth)

@@ -96,6 +96,7 @@ def watch(
         held_groups=lambda: assembler.held_groups,
         held_samples=lambda: assembler.held_samples,
         held_bytes=lambda: assembler.held_bytes,
+        held_orphans=lambda: assembler.held_orphans,
         groups_incomplete=lambda: assembler.incomplete,
     )
 

@@ -12,8 +12,10 @@ reward variant); a sample that differs is refused (422, naming the field) before
 held, and the held group is untouched. One request may not name a key twice.
 
 Identity: a sample whose `sample_id` is already held takes over that slot (a retry never counts
-twice), and must carry the same completion. After its group was answered, a retry with that
-`sample_id` gets the same answer for `ANSWER_KEPT_S`: it never opens a new group. Without an id,
+twice), and must carry the same completion; the earlier try, if its caller still waits, hears the
+same answer (a try the server reads after its own retry must not turn the retry away). After its
+group was answered, a retry with that `sample_id` gets the same answer for `ANSWER_KEPT_S`: it
+never opens a new group. Without an id,
 a sample identical to a held one whose caller went away takes over its slot, and a sample
 identical to one that was answered after its caller left gets that answer. A group still
 incomplete after its hold time answers its samples with no reward and the reason
@@ -102,6 +104,11 @@ class GroupAssembler:
     @property
     def held_groups(self) -> int:
         return len(self._pending)
+
+    @property
+    def held_orphans(self) -> int:
+        """Held samples whose caller left; each waits for a retry or its group's end."""
+        return sum(s.caller_gone for p in self._pending.values() for s in p.samples)
 
     def namespace_usage(self, namespace: str) -> tuple[int, int]:
         """(held samples, held bytes) of one namespace."""
@@ -315,11 +322,8 @@ class GroupAssembler:
         sample = HeldSample(seq, identity, future, held_size(seq), content=content)
         for k, held in enumerate(pending.samples):
             if held.identity == identity and (sample_id is not None or held.caller_gone):
-                held.fail(
-                    InvalidInputError(
-                        [InputProblem(f"groups[{i}]", "superseded by a retry of this sample")]
-                    )
-                )
+                sample.earlier = [held, *held.earlier]
+                held.earlier = []
                 pending.samples[k] = sample
                 self._count(key[0], sample.nbytes - held.nbytes)
                 return future
@@ -403,8 +407,7 @@ class GroupAssembler:
             )
             if s.caller_gone or s.identity[0] == "id":
                 self._answers[(pending.key, s.identity)] = (answer, now, s.content)
-            if not s.future.done():
-                s.future.set_result(answer)
+            s.answer(answer)
         self._forget_old_answers()
 
     def _expire(self, pending: PendingGroup) -> None:
@@ -418,8 +421,7 @@ class GroupAssembler:
         now = time.monotonic()
         for s in pending.samples:
             self._expired[(pending.key, s.identity)] = now
-            if not s.future.done():
-                s.future.set_result(incomplete())
+            s.answer(incomplete())
         self._forget_old_answers()
 
     def _forget_old_answers(self) -> None:

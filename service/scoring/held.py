@@ -61,13 +61,22 @@ class HeldSample:
     nbytes: int
     caller_gone: bool = False
     content: bytes = b""  # digest of the completion ids: a retry must carry the same ones
+    # Earlier tries of this sample whose slot it took: they hear the same answer, so a try the
+    # server reads late (after its retry) neither counts twice nor turns the retry away.
+    earlier: list[HeldSample] = field(default_factory=list)
+
+    def answer(self, answer: SampleAnswer) -> None:
+        for s in (self, *self.earlier):
+            if not s.future.done():
+                s.future.set_result(answer)
 
     def fail(self, exc: BaseException) -> None:
-        if self.future.done():
-            return
-        self.future.set_exception(exc)
-        if self.caller_gone:
-            self.future.exception()  # nobody awaits it: no "never retrieved" error in the log
+        for s in (self, *self.earlier):
+            if s.future.done():
+                continue
+            s.future.set_exception(exc)
+            if s.caller_gone or s is not self:
+                s.future.exception()  # maybe nobody awaits it: no "never retrieved" in the log
 
 
 @dataclass

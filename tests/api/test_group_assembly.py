@@ -47,6 +47,15 @@ async def post_all(url: str, bodies: list[dict], timeout: float = 60) -> list[ht
         return await asyncio.gather(*(client.post("/v1/rewards", json=b) for b in bodies))
 
 
+async def until_orphaned(client: httpx.AsyncClient, n: int, within_s: float = 30) -> None:
+    """Waits until /metrics shows n held samples whose caller left; how soon the server notices
+    a closed connection depends on load, so a fixed sleep is a race."""
+    deadline = time.monotonic() + within_s
+    while f"vigor_held_orphans {float(n)}" not in (await client.get("/metrics")).text:
+        assert time.monotonic() < deadline, f"the server never saw {n} caller(s) leave"
+        await asyncio.sleep(0.1)
+
+
 def test_interleaved_samples_get_their_whole_group_ranks_and_exact_scores():
     with tiny_server() as srv:
         want = whole_groups(srv.url)
@@ -125,12 +134,41 @@ def test_a_retried_sample_counts_once():
         assert got == want["rewards"]  # 4 samples, not 5: the retry took its slot
 
 
+def test_a_try_read_after_its_own_retry_hears_the_same_answer_and_counts_once():
+    """Under load the server can read a try only after its caller's retry: both are connected
+    then, and neither may be turned away or counted twice."""
+
+    def earlier_tries(srv) -> int:
+        pending = list(runtime_of(srv).pipeline.assembler._pending.values())
+        return sum(len(s.earlier) for p in pending for s in p.samples)
+
+    async def go(srv):
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+            s0 = one_sample("a", 0, sample_ids=["s0"])
+            tries = [asyncio.create_task(client.post("/v1/rewards", json=s0)) for _ in range(2)]
+            deadline = time.monotonic() + 30
+            while earlier_tries(srv) < 1:
+                assert time.monotonic() < deadline, "the second try never joined the first's slot"
+                await asyncio.sleep(0.05)
+            rest = [one_sample("a", j, sample_ids=[f"s{j}"]) for j in (1, 2, 3)]
+            others = await asyncio.gather(*(client.post("/v1/rewards", json=b) for b in rest))
+            return await asyncio.gather(*tries), others
+
+    with tiny_server() as srv:
+        want = whole_groups(srv.url)["a"]
+        tries, others = asyncio.run(go(srv))
+        for r in [*tries, *others]:
+            assert r.status_code == 200, r.text
+        assert [r.json()["groups"][0]["rewards"][0] for r in tries] == [want["rewards"][0]] * 2
+        assert [r.json()["groups"][0]["rewards"][0] for r in others] == want["rewards"][1:]
+
+
 def test_a_retry_without_sample_ids_takes_the_slot_of_a_caller_that_left():
     async def go(url):
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             with pytest.raises(httpx.TimeoutException):
                 await client.post("/v1/rewards", json=one_sample("b", 1), timeout=0.5)
-            await asyncio.sleep(1.0)  # the server notices the closed connection
+            await until_orphaned(client, 1)  # the server noticed the closed connection
             return await asyncio.gather(
                 *(client.post("/v1/rewards", json=one_sample("b", j)) for j in (1, 0, 2, 3))
             )
