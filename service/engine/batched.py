@@ -36,13 +36,18 @@ from .microbatch import (
 )
 from .norms import NormCapture, capturing, plan_norms
 from .norms.checkpointing import checkpointing
+from .norms.sketch import Projections
 from .reference import only_these_require_grad
 from .signals import accumulation_dtype, compute_signals
-from .types import SequenceScore, TokenSequence
+from .types import SequenceScore, Sketch, TokenSequence
 
 
 class BatchedEngine:
-    """Exact per-sample gradient norms, many sequences per forward/backward pass."""
+    """Exact per-sample gradient norms, many sequences per forward/backward pass.
+
+    `estimator=Sketch(k, seed)` swaps each untied Linear weight's exact norm for its unbiased
+    sketch (norms/sketch.py); everything else stays exact.
+    """
 
     name = "batched"
 
@@ -65,6 +70,8 @@ class BatchedEngine:
         self.gradient_checkpointing = gradient_checkpointing
         self.force_form = force_form
         self.use_reentrant = use_reentrant
+        # Drawn once per (seed, layer, k, dims) and kept across calls: the opt-in sketch.
+        self.projections = Projections()
 
     def score(
         self,
@@ -74,15 +81,17 @@ class BatchedEngine:
         *,
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
+        estimator: Sketch | None = None,
     ) -> list[SequenceScore]:
+        args = (model, params, sequences, signals, temperature, estimator)
         if self.head_chunk_elements and type(model) not in self._unchunkable:
             try:
-                return self._score(model, params, sequences, signals, temperature, chunked=True)
+                return self._score(*args, chunked=True)
             except NotChunkable:
                 self._unchunkable.add(type(model))
-        return self._score(model, params, sequences, signals, temperature, chunked=False)
+        return self._score(*args, chunked=False)
 
-    def _score(self, model, params, sequences, signals, temperature, chunked):
+    def _score(self, model, params, sequences, signals, temperature, estimator, chunked):
         results = [SequenceScore(None, 0, dict.fromkeys(signals)) for _ in sequences]
         todo = [i for i, s in enumerate(sequences) if s.num_tokens > 0]
         if not todo:
@@ -100,7 +109,9 @@ class BatchedEngine:
             )
             stack.enter_context(torch.enable_grad())
             stack.enter_context(embeddings_require_grad(model))
-            capture = stack.enter_context(capturing(model, plan, self.force_form))
+            capture = stack.enter_context(
+                capturing(model, plan, self.force_form, estimator, self.projections)
+            )
             chunk = self.head_chunk_elements if chunked and chunkable(model, capture) else 0
             found: list[torch.Tensor] = []
             if chunk:

@@ -151,5 +151,5 @@ class ChunkedHeadNLL(torch.autograd.Function):
                 grad_h.addmm_(g.to(acc), weight.to(acc))
             run.capture.drive_grad(run.call, head, g.view(batch, span, -1), c0)
             del p, g
-        run.capture.drive_done(run.call)
+        run.capture.drive_done(run.call, head)
         return grad_h.to(h.dtype).view_as(h), None, None, None

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from .errors import EstimatorUnsupported
 from .signals import accumulation_dtype, compute_signals
-from .types import SequenceScore, TokenSequence
+from .types import SequenceScore, Sketch, TokenSequence
 
 
 @contextlib.contextmanager
@@ -58,7 +59,13 @@ class ReferenceEngine:
         *,
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
+        estimator: Sketch | None = None,
     ) -> list[SequenceScore]:
+        if estimator is not None:
+            raise EstimatorUnsupported(
+                "the loop engine computes exact norms only; the sketch estimator needs "
+                "--engine batched"
+            )
         device = next(model.parameters()).device
         results = []
         with only_these_require_grad(model, params), torch.enable_grad():

@@ -24,6 +24,21 @@ class TokenSequence:
         return len(self.prompt_ids) + len(self.completion_ids)
 
 
+@dataclass(frozen=True)
+class Sketch:
+    """The opt-in estimator: each Linear weight's per-sample ‖G‖² from seeded k-wide projections.
+
+    Unbiased, not exact (norms/sketch.py). `None` where an estimator is expected means exact.
+    """
+
+    k: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"sketch k must be ≥ 1, not {self.k}")
+
+
 @dataclass
 class SequenceScore:
     """What an engine returns for one sequence.
@@ -38,7 +53,10 @@ class SequenceScore:
 
 
 class NormEngine(Protocol):
-    """Computes each sequence's exact ‖∇θ mean-NLL‖₂ over `params`, independently per sequence."""
+    """Computes each sequence's ‖∇θ mean-NLL‖₂ over `params`, independently per sequence.
+
+    Exact unless `estimator` names a sketch; an engine without one raises EstimatorUnsupported.
+    """
 
     def score(
         self,
@@ -48,4 +66,5 @@ class NormEngine(Protocol):
         *,
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
+        estimator: Sketch | None = None,
     ) -> list[SequenceScore]: ...

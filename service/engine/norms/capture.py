@@ -24,9 +24,11 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
+from ..types import Sketch
 from .gram import GramCache
-from .linear import LinearRule
+from .linear import LinearLikeRule, LinearRule
 from .registry import CallContext, ModulePlan, Plan, TiedRule
+from .sketch import Projections, SketchLinearRule
 
 
 @dataclass
@@ -49,10 +51,20 @@ class _Call:
 class NormCapture:
     """Per-sample squared norms of one micro-batch, accumulated by the hooks."""
 
-    def __init__(self, plan: Plan, force_form: str = "auto"):
+    def __init__(
+        self,
+        plan: Plan,
+        force_form: str = "auto",
+        sketch: Sketch | None = None,
+        projections: Projections | None = None,
+    ):
         self._plan = plan
         self._force_form = force_form
-        self._entries = {id(mp.module): _Entry(mp) for mp in plan.modules}
+        tied = {id(m) for tp in plan.tied for m in tp.modules.values()}
+        self._entries = {
+            id(mp.module): _Entry(_estimated(mp, sketch, projections, id(mp.module) in tied))
+            for mp in plan.modules
+        }
         for k, tp in enumerate(plan.tied):
             for role, module in tp.modules.items():
                 self._entries[id(module)].tied.append((k, role))
@@ -112,7 +124,11 @@ class NormCapture:
         entry = self._entries.get(id(module))
         if entry is None:
             return True  # no scored parameter: nothing to capture
-        return isinstance(entry.plan.rule, LinearRule) and all(
+        rule = entry.plan.rule
+        linear = isinstance(rule, LinearRule) or (
+            isinstance(rule, SketchLinearRule) and isinstance(rule.exact, LinearRule)
+        )
+        return linear and all(
             hasattr(self._plan.tied[k].rule_cls, "head_chunk") for k, _ in entry.tied
         )
 
@@ -148,17 +164,22 @@ class NormCapture:
         if call is None:
             return
         with torch.no_grad():
-            self._sq += call.entry.plan.rule.sq_norms(
-                module, call.saved, grad, call.ctx, call.entry.plan.scored
+            self._sq += call.entry.plan.rule.column_slice(
+                module, call.saved, grad, start, call.ctx, call.entry.plan.scored
             )
             for k, role in call.entry.tied:
                 self._tied[k].head_chunk(role, grad, start, call.ctx)
 
-    def drive_done(self, call: _Call | None) -> None:
+    def drive_done(self, call: _Call | None, module: nn.Module) -> None:
         """Every column slice has arrived: the tied cross terms can be completed."""
         if call is None:
             return
         with torch.no_grad():
+            rest = call.entry.plan.rule.columns_done(
+                module, call.saved, call.ctx, call.entry.plan.scored
+            )
+            if rest is not None:
+                self._sq += rest
             for k, role in call.entry.tied:
                 cross = self._tied[k].head_done(role, call.ctx)
                 if cross is not None:
@@ -214,10 +235,31 @@ class NormCapture:
         call.done, call.saved = True, None  # free the Gram or input now, not after the backward
 
 
+def _estimated(
+    mp: ModulePlan, sketch: Sketch | None, projections: Projections | None, tied: bool
+) -> ModulePlan:
+    """The plan entry with the sketch rule in place of a Linear weight's exact one.
+
+    Only untied Linear-like weights: embeddings, norms and biases are cheap and stay exact, and
+    a tied weight's cross term needs the exact head gradient.
+    """
+    linear_weight = isinstance(mp.rule, LinearLikeRule) and "weight" in mp.scored
+    if sketch is None or tied or not linear_weight:
+        return mp
+    rule = SketchLinearRule(mp.rule, mp.name, sketch, projections or Projections())
+    return ModulePlan(mp.name, mp.module, rule, mp.scored)
+
+
 @contextlib.contextmanager
-def capturing(model: nn.Module, plan: Plan, force_form: str = "auto") -> Iterator[NormCapture]:
+def capturing(
+    model: nn.Module,
+    plan: Plan,
+    force_form: str = "auto",
+    sketch: Sketch | None = None,
+    projections: Projections | None = None,
+) -> Iterator[NormCapture]:
     """Hooks on every module owning a scored parameter, for the duration only."""
-    capture = NormCapture(plan, force_form)
+    capture = NormCapture(plan, force_form, sketch, projections)
     handles = []
     try:
         for mp in plan.modules:

@@ -56,6 +56,18 @@ class NormRule:
         """(batch,) float64 squared norms over the `scored` parameter names of this module."""
         raise NotImplementedError
 
+    def column_slice(self, module, saved, grad, start: int, ctx: CallContext, scored):
+        """The terms of output columns start..start+grad.shape[-1] (the chunked lm_head).
+
+        Every exact term of a linear layer is a sum over output columns; a rule whose result is
+        not (the sketch) collects the slices and answers in `columns_done`.
+        """
+        return self.sq_norms(module, saved, grad, ctx, scored)
+
+    def columns_done(self, module, saved, ctx: CallContext, scored) -> torch.Tensor | None:
+        """What is left once every column slice has arrived; None: nothing."""
+        return None
+
 
 class TiedRule:
     """Cross term 2·⟨G_a, G_b⟩ of one parameter shared by two modules, for one micro-batch.
