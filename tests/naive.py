@@ -12,8 +12,11 @@ import math
 import torch
 
 
-def naive_grad_norm(model, prompt_ids, completion_ids, *, lora_only=None):
-    """‖∇θ (1/T) Σ_t −log p(y_t | x, y_<t)‖₂ in float64, or None when T = 0."""
+def naive_grad_norm(model, prompt_ids, completion_ids, *, lora_only=None, select=None):
+    """‖∇θ (1/T) Σ_t −log p(y_t | x, y_<t)‖₂ in float64, or None when T = 0.
+
+    `select(name)`, when given, picks the scored parameters by name instead.
+    """
     if len(completion_ids) == 0:
         return None
     m = copy.deepcopy(model).to(torch.float64)
@@ -22,6 +25,8 @@ def naive_grad_norm(model, prompt_ids, completion_ids, *, lora_only=None):
     if lora_only is None:
         lora_only = any("lora" in n for n in names)
     scored = [p for n, p in m.named_parameters() if ("lora" in n) or not lora_only]
+    if select is not None:
+        scored = [p for n, p in m.named_parameters() if select(n)]
     for p in m.parameters():
         p.requires_grad_(False)
     for p in scored:

@@ -1,0 +1,276 @@
+"""The sketched estimator against exact, on labelled GSM8K groups and at the paper's shapes.
+
+In one process, no HTTP, the default model in float32 on this machine's device:
+
+1. Rank agreement. For every group of examples/data/gsm8k_eval.jsonl (token ids built by the
+   server's own Tokenization, as vigor-eval's requests are), the fraction of within-group pairs
+   that each estimator orders as exact orders them: the sketch at each k, and "exact computed
+   the reference's way" (per-sample gradient materialized in a bfloat16 copy of the model, the
+   squares summed in bfloat16, VIGOR.md "Reference details").
+2. AUROC of the score −‖g‖·√T against `correct`, within groups, pooled (client/eval/metrics.py,
+   as vigor-eval computes it), for exact, the bf16 reference and each k.
+3. Speed of sketch against exact at G=8 × T ∈ {1024, 2048} after a 200-token prompt (synthetic
+   ids, as benchmarks/engine_speed.py builds them), one after the other in this process.
+
+    python benchmarks/sketch_eval.py                       # everything, writes the markdown
+    python benchmarks/sketch_eval.py --groups 20 --ks 32,128 --speed-configs 8x1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "examples" / "data" / "gsm8k_eval.jsonl"
+
+
+def _load():
+    from vigor_service.models.loader import load_model
+    from vigor_service.settings import default_cache_dir
+
+    return load_model("default", cache_dir=default_cache_dir(), device="cpu", dtype="float32")
+
+
+def eval_groups(loaded, n: int | None):
+    """(token sequences, labels) per group, tokenized the way the server tokenizes vigor-eval's."""
+    from vigor_client.eval.data import load_groups
+    from vigor_client.schema import Group
+
+    from vigor_service.scoring.inputs import Tokenization
+
+    groups = load_groups(DATA).groups[:n]
+    config = loaded.model.config
+    tok = Tokenization(loaded.tokenizer, config.vocab_size, config.max_position_embeddings)
+    seqs = tok.sequences([Group(**g.request()) for g in groups])
+    return seqs, [list(g.labels) for g in groups]
+
+
+def bf16_reference(model, sequences) -> list[float]:
+    """The reference's way: one sample at a time, bf16 weights, gradients and sum of squares."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from vigor_service.engine.reference import completion_logits
+
+    m = copy.deepcopy(model).to(torch.bfloat16)
+    params = [p for p in m.parameters() if p.requires_grad]
+    out = []
+    with torch.enable_grad():
+        for seq in sequences:
+            logits = completion_logits(m, seq, torch.device("cpu"))
+            targets = torch.tensor(seq.completion_ids)
+            loss = F.cross_entropy(logits, targets)  # bf16 logits, bf16 loss
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            sq = torch.zeros((), dtype=torch.bfloat16)
+            for g in grads:
+                if g is not None:
+                    sq = sq + g.pow(2).sum()  # each sum and the running total rounded to bf16
+            out.append(float(sq.float().sqrt()))
+    del m
+    return out
+
+
+def agreement(est: list[list[float]], exact: list[list[float]]) -> float:
+    """Share of within-group pairs with the same strict order as exact (a tie on one side: no)."""
+    same = total = 0
+    for e, x in zip(est, exact, strict=True):
+        for i in range(len(x)):
+            for j in range(i + 1, len(x)):
+                total += 1
+                same += (e[i] > e[j]) == (x[i] > x[j]) and (e[i] == e[j]) == (x[i] == x[j])
+    return same / total
+
+
+def auroc(scores: list[list[float]], labels: list[list[float]]) -> float:
+    from vigor_client.eval.metrics import count_pairs, pooled_auroc
+
+    return pooled_auroc([count_pairs(s, y) for s, y in zip(scores, labels, strict=True)])
+
+
+def _split(flat: list, groups) -> list[list]:
+    out, k = [], 0
+    for g in groups:
+        out.append(flat[k : k + len(g)])
+        k += len(g)
+    return out
+
+
+def run_eval(loaded, args) -> dict:
+    import torch
+
+    from vigor_service.engine.batched import BatchedEngine
+    from vigor_service.engine.params import scored_parameters
+    from vigor_service.engine.types import Sketch
+
+    model = loaded.model
+    params = [p for _, p in scored_parameters(model)]
+    groups, labels = eval_groups(loaded, args.groups)
+    flat = [s for g in groups for s in g]
+    engine = BatchedEngine(args.max_batch_tokens)
+
+    def scores(norms: list[float]) -> list[list[float]]:
+        # The VIGOR score −‖g‖·√T: what is ranked and what the AUROC reads.
+        return _split([-n * s.num_tokens**0.5 for n, s in zip(norms, flat, strict=True)], groups)
+
+    def timed(fn):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, time.perf_counter() - t0, time.process_time() - c0
+
+    rows = {}
+    exact, wall, cpu = timed(lambda: [s.grad_norm for s in engine.score(model, params, flat)])
+    ex = scores(exact)
+    rows["exact"] = {"agree": 1.0, "auroc": auroc(ex, labels), "wall_s": wall, "cpu_s": cpu}
+    print("exact", rows["exact"], flush=True)
+    for k in args.ks:
+        for seed in args.seeds:
+            sk = Sketch(k, seed)
+            got, wall, cpu = timed(
+                lambda sk=sk: [s.grad_norm for s in engine.score(model, params, flat, estimator=sk)]
+            )
+            sc = scores(got)
+            rel = [abs(g - e) / e for g, e in zip(got, exact, strict=True)]
+            rows[f"sketch k={k} seed={seed}"] = {
+                "agree": agreement(sc, ex),
+                "auroc": auroc(sc, labels),
+                "median_rel_err": sorted(rel)[len(rel) // 2],
+                "wall_s": wall,
+                "cpu_s": cpu,
+            }
+            print(f"k={k} seed={seed}", rows[f"sketch k={k} seed={seed}"], flush=True)
+    if args.bf16:
+        ref, wall, cpu = timed(lambda: bf16_reference(model, flat))
+        sc = scores(ref)
+        rel = [abs(g - e) / e for g, e in zip(ref, exact, strict=True)]
+        rows["bf16 reference"] = {
+            "agree": agreement(sc, ex),
+            "auroc": auroc(sc, labels),
+            "median_rel_err": sorted(rel)[len(rel) // 2],
+            "wall_s": wall,
+            "cpu_s": cpu,
+        }
+        print("bf16", rows["bf16 reference"], flush=True)
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    pairs = sum(len(g) * (len(g) - 1) // 2 for g in groups)
+    return {"groups": len(groups), "sequences": len(flat), "pairs": pairs, "rows": rows}
+
+
+def run_speed(loaded, args) -> list[dict]:
+    from engine_speed import _sequences
+
+    from vigor_service.engine.batched import BatchedEngine
+    from vigor_service.engine.params import scored_parameters
+    from vigor_service.engine.types import Sketch
+
+    model = loaded.model
+    params = [p for _, p in scored_parameters(model)]
+    engine = BatchedEngine(args.max_batch_tokens)
+    vocab = model.config.vocab_size
+    engine.score(model, params, _sequences(vocab, 2, 8, 8, seed=1))  # warm-up: kernels
+    for k in args.speed_ks:  # draw the projections once, as a running server would have
+        engine.score(model, params, _sequences(vocab, 1, 8, 8, seed=1), estimator=Sketch(k, 0))
+    out = []
+    for spec in args.speed_configs:
+        g, t = (int(x) for x in spec.split("x"))
+        seqs = _sequences(vocab, g, args.prompt, t, seed=0)
+        row = {"config": f"G={g} × T={t}, P={args.prompt}", "tokens": sum(s.length for s in seqs)}
+        for name, est in [("exact", None), *((f"k={k}", Sketch(k, 0)) for k in args.speed_ks)]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            engine.score(model, params, seqs, estimator=est)
+            row[name] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+            print(spec, name, row[name], flush=True)
+        out.append(row)
+    return out
+
+
+def report(ev: dict | None, speed: list[dict], args, started: str, load: tuple) -> str:
+    from engine_speed import machine
+
+    lines = [
+        "# Sketched gradient-norm estimator vs exact (benchmarks/sketch_eval.py)",
+        "",
+        f"Command: `python benchmarks/sketch_eval.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "",
+        f"Machine: {machine()}. Started {started} UTC; load average at start "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min), shared with other work: "
+        "wall seconds are noisy, CPU seconds of this process less so.",
+        "",
+        f"Default model (SmolLM2-135M-Instruct), float32, batched engine, "
+        f"max_batch_tokens={args.max_batch_tokens}.",
+        "",
+    ]
+    if ev:
+        lines += [
+            f"## Rank agreement and AUROC: {ev['groups']} GSM8K groups × G=4 "
+            f"({ev['sequences']} completions, {ev['pairs']} within-group pairs)",
+            "",
+            "| estimator | pairs ordered as exact | AUROC (score vs `correct`) "
+            "| median rel. error of ‖g‖ | wall s | CPU s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in ev["rows"].items():
+            err = f"{r['median_rel_err']:.2e}" if "median_rel_err" in r else "0"
+            lines.append(
+                f"| {name} | {r['agree']:.3f} | {r['auroc']:.3f} | {err} "
+                f"| {r['wall_s']:.0f} | {r['cpu_s']:.0f} |"
+            )
+        lines.append("")
+    if speed:
+        names = ["exact", *(f"k={k}" for k in args.speed_ks)]
+        lines += [
+            "## Speed: sketch vs exact, synthetic ids, one call each, same process",
+            "",
+            "| config | " + " | ".join(f"{n} wall s (CPU s)" for n in names) + " | "
+            + " | ".join(f"exact / {n}" for n in names[1:]) + " |",
+            "|---|" + "---|" * (2 * len(names) - 1),
+        ]  # fmt: skip
+        for row in speed:
+            cells = [f"{row[n]['wall_s']:.1f} ({row[n]['cpu_s']:.1f})" for n in names]
+            ratios = [
+                f"{row['exact']['wall_s'] / row[n]['wall_s']:.2f}× "
+                f"({row['exact']['cpu_s'] / row[n]['cpu_s']:.2f}× CPU)"
+                for n in names[1:]
+            ]
+            lines.append(f"| {row['config']} | " + " | ".join(cells + ratios) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    ap.add_argument("--groups", type=int, default=None, help="first N groups (default: all 60)")
+    ap.add_argument("--ks", type=ints, default=[8, 32, 128, 512])
+    ap.add_argument("--seeds", type=ints, default=[0], help="sketch seeds per k (rank agreement)")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 reference")
+    ap.add_argument("--speed-ks", type=ints, default=[32, 128, 512])
+    ap.add_argument("--speed-configs", type=lambda s: [x for x in s.split(",") if x],
+                    default=["8x1024", "8x2048"])  # fmt: skip
+    ap.add_argument("--prompt", type=int, default=200)
+    ap.add_argument("--max-batch-tokens", type=int, default=1024, help="the CPU default budget")
+    ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--out", help="write the markdown report here")
+    args = ap.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    load = os.getloadavg()
+    loaded = _load()
+    ev = None if args.skip_eval else run_eval(loaded, args)
+    speed = run_speed(loaded, args) if args.speed_configs else []
+    text = report(ev, speed, args, started, load)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"eval": ev, "speed": speed}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
