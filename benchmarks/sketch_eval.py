@@ -40,7 +40,6 @@ def eval_groups(loaded, n: int | None):
     """(token sequences, labels) per group, tokenized the way the server tokenizes vigor-eval's."""
     from vigor_client.eval.data import load_groups
     from vigor_client.schema import Group
-
     from vigor_service.scoring.inputs import Tokenization
 
     groups = load_groups(DATA).groups[:n]

@@ -222,6 +222,34 @@ class Group(_Strict):
         return self.completions if self.completions is not None else (self.completion_ids or [])
 
 
+# --- the gradient-norm estimator (docs/estimator.md) -------------------------------------------
+# Projection sizes past this cost more than exact on every model the service targets.
+MAX_SKETCH_K = 4096
+
+
+class ExactEstimator(_Strict):
+    """The exact per-sample gradient norm (the default)."""
+
+    kind: Literal["exact"]
+
+
+class SketchEstimator(_Strict):
+    """An unbiased estimate of each Linear weight's squared gradient norm from seeded Gaussian
+    projections of size k on both sides (LoGra-style); embeddings, norms and biases stay exact.
+    Relative variance of a layer's ‖g‖² about 4/k; the same seed gives the same numbers."""
+
+    kind: Literal["sketch"]
+    k: Annotated[StrictInt, Field(ge=1, le=MAX_SKETCH_K)] = Field(
+        description=f"Projection size, 1..{MAX_SKETCH_K}; larger is closer to exact and slower."
+    )
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] = Field(
+        0, description="Selects the projections; compare scores only under the same seed."
+    )
+
+
+Estimator = Annotated[ExactEstimator | SketchEstimator, Field(discriminator="kind")]
+
+
 class RewardsRequest(_Strict):
     groups: list[Group] = Field(min_length=1)
     shaping: Shaping = "rank"
@@ -248,6 +276,11 @@ class RewardsRequest(_Strict):
         None,
         description="A reward variant: a name the server knows ('vigor', or its --reward-spec's) "
         "or the spec itself, as vigor-eval writes it. Not with focal.",
+    )
+    estimator: Estimator | None = Field(
+        None,
+        description='{"kind": "exact"} or {"kind": "sketch", "k": 128, "seed": 0}; default: the '
+        "server's --estimator. The loop engine refuses a sketch (422).",
     )
 
     model_config = ConfigDict(extra="forbid", strict=False)
@@ -285,6 +318,9 @@ class RewardsResponse(BaseModel):
     reward_spec: RewardSpec | None = Field(
         None,
         description="The variant that produced `scores` and `rewards` (None from older servers).",
+    )
+    estimator: Estimator | None = Field(
+        None, description="The estimator that produced `grad_norms` (None from older servers)."
     )
 
 
@@ -346,6 +382,9 @@ class ModelInfo(BaseModel):
     )
     reward_specs: list[str] = Field(
         default_factory=list, description="The variant names a request may give as reward_spec."
+    )
+    estimator: Estimator | None = Field(
+        None, description="The estimator a request that names none gets (None from older servers)."
     )
     watch: WatchStatus | None = Field(
         None, description="The checkpoint watcher, when --watch-dir is set."

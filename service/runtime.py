@@ -137,6 +137,7 @@ class Runtime:
             on_scored=self._count_scored,
             hold=hold_bounds_of(s),
             variants=s.reward_variants(),
+            estimator=s.default_estimator(),
         )
         self.weights = WeightPlane(weight_limits_of(s), self.slot, self.worker, self.metrics)
         self.staleness = staleness_guard(s, self.metrics, self.slot)

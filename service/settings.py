@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vigor_client.schema import MAX_SKETCH_K
 from vigor_client.wire import GROUP_HOLD_S
 
 DEFAULT_MODEL = "default"
@@ -51,6 +52,17 @@ class Settings(BaseSettings):
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass (long sequences)."
+    )
+    estimator: Literal["exact", "sketch"] = Field(
+        "exact",
+        description="Gradient-norm estimator of requests that name none: exact, or the "
+        "unbiased sketch of each Linear weight's norm (docs/estimator.md; batched engine only).",
+    )
+    sketch_k: int = Field(
+        128, ge=1, le=MAX_SKETCH_K, description="With --estimator sketch: the projection size k."
+    )
+    sketch_seed: int = Field(
+        0, ge=0, lt=2**63, description="With --estimator sketch: the projections' seed."
     )
     cache_dir: Path = Field(
         default_factory=default_cache_dir,
@@ -311,6 +323,20 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"focal_target: {exc}") from None
         return variants_from(focal, self.reward_spec)
+
+    @model_validator(mode="after")
+    def _estimator_on_engine(self) -> Settings:
+        if self.estimator == "sketch" and self.engine == "loop":
+            raise ValueError("--estimator sketch needs --engine batched (the loop is exact only)")
+        return self
+
+    def default_estimator(self):
+        """What a request that names no estimator gets, as the wire format spells it."""
+        from vigor_client.schema import ExactEstimator, SketchEstimator
+
+        if self.estimator == "sketch":
+            return SketchEstimator(kind="sketch", k=self.sketch_k, seed=self.sketch_seed)
+        return ExactEstimator(kind="exact")
 
     def batch_tokens_on(self, device_type: str) -> int:
         """The micro-batch token budget on a device of this type ("cpu" or "cuda")."""

@@ -50,6 +50,7 @@ class IngressRuntime:
             on_scored=self._count_scored,
             hold=hold_bounds_of(s),
             variants=s.reward_variants(),
+            estimator=s.default_estimator(),
         )
         self.weights = ClusterWeights(
             weight_limits_of(s), self.slot, self.metrics, self.ledger, replicas

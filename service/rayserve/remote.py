@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ..engine.types import TokenSequence
+from ..engine.types import Sketch, TokenSequence
 from ..errors import ClientGoneError, NotReadyError, VigorServiceError
 from ..scoring.scheduler import JobOutcome
 from ..serving import ServingSlot
@@ -45,6 +45,7 @@ class ReplicaScheduler:
         *,
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
+        estimator: Sketch | None = None,
         deadline_s: float | None = None,
         gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> JobOutcome:
@@ -60,7 +61,7 @@ class ReplicaScheduler:
                 try:
                     scores, version = await self._handle.score.remote(
                         sequences, signals, temperature, deadline_s,
-                        at_least=self._slot.version, cost=cost,
+                        at_least=self._slot.version, cost=cost, estimator=estimator,
                     )  # fmt: skip
                     return JobOutcome(list(scores), version)
                 except (RayActorError, ActorUnavailableError) as exc:

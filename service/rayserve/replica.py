@@ -17,7 +17,7 @@ import logging
 
 import torch
 
-from ..engine.types import SequenceScore, TokenSequence
+from ..engine.types import SequenceScore, Sketch, TokenSequence
 from ..errors import ModelLoadError
 from ..runtime import Runtime
 from ..settings import Settings
@@ -70,6 +70,7 @@ class ScoringReplica:
         deadline_s: float | None,
         at_least: int,
         cost: int,
+        estimator: Sketch | None = None,
     ) -> tuple[list[SequenceScore], int]:
         """One engine call at one version, at least `at_least` (the ingress's committed one).
 
@@ -77,7 +78,11 @@ class ScoringReplica:
         """
         await self.runtime.slot.wait_for_version(at_least, CATCH_UP_S)
         outcome = await self.runtime.scheduler.submit(
-            sequences, signals=signals, temperature=temperature, deadline_s=deadline_s
+            sequences,
+            signals=signals,
+            temperature=temperature,
+            estimator=estimator,
+            deadline_s=deadline_s,
         )
         return outcome.scores, outcome.version
 

@@ -8,8 +8,8 @@ row. Arrivals past `group_size` start the key's next group (the same prompt twic
 Ownership: a key lives in its caller's namespace (bearer token and run key, see `Caller`), so
 no other tenant can join, supersede or configure a group. Within a namespace the first sample
 fixes the group's terms (prompt, group_size, shaping, signals, temperature, min_weight_version,
-reward variant); a sample that differs is refused (422, naming the field) before anything is
-held, and the held group is untouched. One request may not name a key twice.
+reward variant, estimator); a sample that differs is refused (422, naming the field) before
+anything is held, and the held group is untouched. One request may not name a key twice.
 
 Identity: a sample whose `sample_id` is already held takes over that slot (a retry never counts
 twice), and must carry the same completion; the earlier try, if its caller still waits, hears the
@@ -230,6 +230,7 @@ class GroupAssembler:
             "temperature": (request.temperature, pending.temperature),
             "min_weight_version": (request.min_weight_version, pending.min_weight_version),
             "reward_spec": (request.reward_spec, pending.reward_spec),
+            "estimator": (request.estimator, pending.estimator),
         }
         return [
             InputProblem(
@@ -349,6 +350,7 @@ class GroupAssembler:
             min_weight_version=request.min_weight_version,
             wait_s=request.wait_s,
             reward_spec=request.reward_spec,  # type: ignore[arg-type]  (resolved by the pipeline)
+            estimator=request.estimator,  # type: ignore[arg-type]  (resolved by the pipeline)
         )
         pending.timer = asyncio.get_running_loop().call_later(hold_s, self._expire, pending)
         self._pending[key] = pending
@@ -386,6 +388,7 @@ class GroupAssembler:
             min_weight_version=pending.min_weight_version,
             wait_s=pending.wait_s,
             reward_spec=pending.reward_spec,
+            estimator=pending.estimator,
         )
         try:
             response = await self._run(request, [[s.sequence for s in samples]])

@@ -8,7 +8,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
-from vigor_client.schema import RewardSpec
+from vigor_client.schema import ExactEstimator, RewardSpec, SketchEstimator
 from vigor_client.wire import ErrorCode
 
 from ..engine.types import TokenSequence
@@ -91,6 +91,7 @@ class PendingGroup:
     min_weight_version: int | None
     wait_s: float
     reward_spec: RewardSpec | None = None  # resolved by the pipeline before a sample is held
+    estimator: ExactEstimator | SketchEstimator | None = None  # resolved likewise
     samples: list[HeldSample] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)

@@ -12,18 +12,21 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 
 from vigor_client.schema import (
+    ExactEstimator,
     GroupResult,
     OpenRLHFRequest,
     OpenRLHFResponse,
     RewardSpec,
     RewardsRequest,
     RewardsResponse,
+    SketchEstimator,
 )
 from vigor_client.variants import needed_signals
 
 from ..engine.types import TokenSequence
 from ..errors import InputProblem, InvalidInputError
 from ..serving import ModelFacts, ServingSlot
+from . import estimators
 from .assembler import Gone, GroupAssembler, HoldBounds
 from .held import Caller, SampleAnswer
 from .inputs import Tokenization
@@ -53,9 +56,11 @@ class ScoringPipeline:
         before_scoring: BeforeScoring | None = None,
         hold: HoldBounds | None = None,
         variants: RewardVariants | None = None,
+        estimator: ExactEstimator | SketchEstimator = estimators.EXACT,
     ) -> None:
         self.slot = slot
         self.variants = variants or RewardVariants()
+        self.estimator = estimator  # what a request that names none is scored by
         self.scheduler = scheduler
         self._limits = limits
         self._on_scored = on_scored
@@ -76,7 +81,9 @@ class ScoringPipeline:
         )
 
     def with_variant(self, request: RewardsRequest) -> RewardsRequest:
-        """The request with the variant it is scored by spelled out (a held group keeps it)."""
+        """The request with the variant and estimator it is scored by spelled out (a held group
+        keeps them)."""
+        request = estimators.resolved(request, self.estimator)
         if isinstance(request.reward_spec, RewardSpec) and request.focal is None:
             return request
         spec = self.variants.resolve(request)
@@ -86,6 +93,7 @@ class ScoringPipeline:
         """Validate and tokenize, naming every problem (422) before anything waits."""
         served = self.slot.require_served()
         self.variants.resolve(request)
+        estimators.check_engine(request.estimator or self.estimator, served.engine_name)
         self.limits.check(request)
         # Tokenizing a large request takes a while: keep it off the event loop.
         groups = await asyncio.to_thread(tokenization_for(served).sequences, request.groups)
@@ -111,6 +119,7 @@ class ScoringPipeline:
             [seq for group in groups for seq in group],
             signals=tuple(dict.fromkeys([*request.signals, *needed])),
             temperature=request.temperature,
+            estimator=estimators.for_engine(request.estimator),
             deadline_s=request.deadline_s,
             gone=gone,
         )
@@ -177,6 +186,7 @@ class ScoringPipeline:
             weight_version=min(versions) if versions else self.slot.version,
             groups=out,
             reward_spec=request.reward_spec,  # type: ignore[arg-type]  (resolved in score)
+            estimator=request.estimator,
         )
 
     async def score_openrlhf(

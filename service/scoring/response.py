@@ -68,7 +68,10 @@ def build_response(
                 signal_reasons=signal_reasons(signals, [r.num_tokens for r in mine], reasons),
             )
         )
-    return RewardsResponse(model=model, weight_version=version, groups=out, reward_spec=spec)
+    return RewardsResponse(
+        model=model, weight_version=version, groups=out, reward_spec=spec,
+        estimator=request.estimator,
+    )  # fmt: skip
 
 
 def _variant(spec: RewardSpec, result: SequenceScore) -> tuple[float | None, str | None]:

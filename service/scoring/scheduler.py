@@ -1,12 +1,13 @@
 """Coalescing concurrent scoring requests into engine calls, with backpressure and deadlines.
 
 Requests enter a bounded FIFO queue. A dispatcher takes the oldest request, keeps taking the
-next ones for a short window while they fit the token budget and share its temperature, and
-runs them as ONE engine call on the engine worker thread. Weight swaps run on that same thread
-between calls, so every request scores on exactly one weight version. Results go back to each
-request's own future. Out-of-memory errors split the call and retry; a single sequence that does
-not fit even alone fails only its own request (413). Any other failure of a call holding several
-requests is retried request by request, so one request's problem never fails its batch-mates.
+next ones for a short window while they fit the token budget and share its temperature and
+estimator, and runs them as ONE engine call on the engine worker thread. Weight swaps run on
+that same thread between calls, so every request scores on exactly one weight version. Results
+go back to each request's own future. Out-of-memory errors split the call and retry; a single
+sequence that does not fit even alone fails only its own request (413). Any other failure of a
+call holding several requests is retried request by request, so one request's problem never
+fails its batch-mates.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ..engine.types import SequenceScore, TokenSequence
+from ..engine.types import SequenceScore, Sketch, TokenSequence
 from ..errors import ClientGoneError, DeadlineExceededError, LimitExceededError, OverloadedError
 from ..serving.worker import EngineWorker
 
 log = logging.getLogger(__name__)
 
-# (sequences, signals, temperature) -> (scores in order, weight version they were computed on)
-Execute = Callable[[list[TokenSequence], tuple[str, ...], float], tuple[list[SequenceScore], int]]
+# (sequences, signals, temperature, estimator) -> (scores in order, the weight version they were
+# computed on)
+Execute = Callable[
+    [list[TokenSequence], tuple[str, ...], float, Sketch | None], tuple[list[SequenceScore], int]
+]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -51,6 +55,7 @@ class Job:
     deadline: float | None  # time.monotonic() by which scoring must have started
     future: asyncio.Future
     gone: Callable[[], Awaitable[bool]] | None = None  # has the client disconnected?
+    estimator: Sketch | None = None  # None: exact
     tokens: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +92,7 @@ class EngineQueue(Protocol):
         *,
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
+        estimator: Sketch | None = None,
         deadline_s: float | None = None,
         gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> JobOutcome: ...
@@ -139,13 +145,15 @@ class Scheduler:
         *,
         signals: tuple[str, ...] = (),
         temperature: float = 1.0,
+        estimator: Sketch | None = None,
         deadline_s: float | None = None,
         gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> JobOutcome:
         """`gone` tells whether the caller left: its work is skipped if it has not started."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + deadline_s if deadline_s is not None else None
-        job = Job(sequences, signals, temperature, deadline, loop.create_future(), gone)
+        future = loop.create_future()
+        job = Job(sequences, signals, temperature, deadline, future, gone, estimator)
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -204,7 +212,10 @@ class Scheduler:
             job = await self._next(max(0.0, end - time.monotonic()))
             if job is None:
                 break
-            if job.temperature != first.temperature or tokens + job.tokens > self._budget:
+            # One engine call has one temperature and one estimator: a sketched job never
+            # rides in an exact call, nor under another k or seed.
+            mergeable = (job.temperature, job.estimator) == (first.temperature, first.estimator)
+            if not mergeable or tokens + job.tokens > self._budget:
                 self._held = job  # FIFO: it goes first next time, nothing overtakes it
                 break
             batch.append(job)
@@ -262,7 +273,9 @@ class Scheduler:
     def _run_together(self, jobs: list[Job]) -> list[JobOutcome | BaseException]:
         signals = tuple(dict.fromkeys(s for job in jobs for s in job.signals))
         flat = [seq for job in jobs for seq in job.sequences]
-        results, version = self._run_splitting(flat, signals, jobs[0].temperature)
+        results, version = self._run_splitting(
+            flat, signals, jobs[0].temperature, jobs[0].estimator
+        )
         outcomes: list[JobOutcome | BaseException] = []
         k = 0
         for job in jobs:
@@ -277,10 +290,10 @@ class Scheduler:
             outcomes.append(JobOutcome(mine, version))
         return outcomes
 
-    def _run_splitting(self, seqs, signals, temperature):
+    def _run_splitting(self, seqs, signals, temperature, estimator):
         """Score `seqs`; on out-of-memory, halve and retry down to single sequences."""
         try:
-            scores, version = self._execute(seqs, signals, temperature)
+            scores, version = self._execute(seqs, signals, temperature, estimator)
             return list(scores), version
         except Exception as exc:
             if not is_out_of_memory(exc):
@@ -302,8 +315,8 @@ class Scheduler:
                 half,
                 len(seqs) - half,
             )
-            left, v1 = self._run_splitting(seqs[:half], signals, temperature)
-            right, v2 = self._run_splitting(seqs[half:], signals, temperature)
+            left, v1 = self._run_splitting(seqs[:half], signals, temperature, estimator)
+            right, v2 = self._run_splitting(seqs[half:], signals, temperature, estimator)
             return left + right, max(v1, v2)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..engine.params import scored_parameters
-from ..engine.types import NormEngine, SequenceScore, TokenSequence
+from ..engine.types import NormEngine, SequenceScore, Sketch, TokenSequence
 from ..models.loader import LoadedModel, max_sequence_length
 from .token_budget import MAX_REQUEST_TOKENS
 
@@ -88,8 +88,13 @@ class ServedModel:
         return sum(p.numel() for p in self.scored)
 
     def score(
-        self, sequences: list[TokenSequence], signals: tuple[str, ...], temperature: float
+        self,
+        sequences: list[TokenSequence],
+        signals: tuple[str, ...],
+        temperature: float,
+        estimator: Sketch | None = None,
     ) -> list[SequenceScore]:
         return self.engine.score(
-            self.model, self.scored, sequences, signals=signals, temperature=temperature
-        )
+            self.model, self.scored, sequences,
+            signals=signals, temperature=temperature, estimator=estimator,
+        )  # fmt: skip

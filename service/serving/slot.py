@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..engine.types import SequenceScore, TokenSequence
+from ..engine.types import SequenceScore, Sketch, TokenSequence
 from ..errors import NotReadyError, StaleWeightsError, VersionConflictError
 from .served_model import ServedModel
 
@@ -109,8 +109,12 @@ class ServingSlot:
 
     # --- scoring, on the worker ------------------------------------------------------------
     def score(
-        self, sequences: list[TokenSequence], signals: tuple[str, ...], temperature: float
+        self,
+        sequences: list[TokenSequence],
+        signals: tuple[str, ...],
+        temperature: float,
+        estimator: Sketch | None = None,
     ) -> tuple[list[SequenceScore], int]:
         """The version read here is the one every result was computed on (worker thread)."""
         served = self.require_served()
-        return served.score(sequences, signals, temperature), self.version
+        return served.score(sequences, signals, temperature, estimator), self.version

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from vigor_client.schema import RewardsRequest
-from vigor_service.engine.types import SequenceScore
+from vigor_client.schema import RewardsRequest, SketchEstimator
+from vigor_service.engine.types import SequenceScore, Sketch
 from vigor_service.errors import (
     InvalidInputError,
     LimitExceededError,
@@ -26,11 +26,14 @@ class FakeSlot:
     """A slot whose 'model' scores a sequence's gradient norm as the sum of its completion ids."""
 
     def __init__(self) -> None:
-        self.served = SimpleNamespace(name="fake", tokenizer=None, vocab_size=50, max_length=16)
+        self.served = SimpleNamespace(
+            name="fake", tokenizer=None, vocab_size=50, max_length=16, engine_name="batched"
+        )
         self.version = 7
         self.draining = False
         self.calls: list[int] = []
         self.waited: list[tuple[int, float]] = []
+        self.estimators: list = []
 
     def require_served(self):
         return self.served
@@ -44,8 +47,9 @@ class FakeSlot:
         if self.version < minimum:
             raise StaleWeightsError("old", current_version=self.version)
 
-    def score(self, sequences, signals, temperature):
+    def score(self, sequences, signals, temperature, estimator=None):
         self.calls.append(len(sequences))
+        self.estimators.append(estimator)
         out = [
             SequenceScore(
                 float(sum(s.completion_ids)) if s.completion_ids else None,
@@ -61,13 +65,13 @@ LIMITS = Limits(max_request_bytes=1 << 20, max_groups=2, max_completions_per_gro
                 max_sequence_tokens=0)  # fmt: skip
 
 
-def run(coro_fn):
+def run(coro_fn, **pipeline_kw):
     async def main():
         slot, worker = FakeSlot(), EngineWorker()
         scheduler = Scheduler(worker, slot.score, batch_window_s=0.0)
         scheduler.start()
         scored = []
-        pipeline = ScoringPipeline(slot, scheduler, LIMITS, on_scored=scored.append)
+        pipeline = ScoringPipeline(slot, scheduler, LIMITS, on_scored=scored.append, **pipeline_kw)
         try:
             return await coro_fn(pipeline, slot, scored)
         finally:
@@ -153,3 +157,34 @@ def test_limits_report_the_served_context():
         return pipeline.limits
 
     assert run(go).max_sequence_tokens == 16
+
+
+def test_estimator_reaches_the_engine_and_is_echoed_default_filled_in():
+    sketch = {"kind": "sketch", "k": 64, "seed": 5}
+
+    async def go(pipeline, slot, scored):
+        named = await pipeline.score(request(estimator=sketch))
+        exact = await pipeline.score(request(estimator={"kind": "exact"}))
+        default = await pipeline.score(request())
+        return named, exact, default, slot
+
+    server_default = SketchEstimator(kind="sketch", k=32, seed=1)
+    named, exact, default, slot = run(go, estimator=server_default)
+    assert slot.estimators == [Sketch(64, 5), None, Sketch(32, 1)]
+    assert named.estimator.model_dump() == sketch
+    assert exact.estimator.kind == "exact"
+    assert default.estimator == server_default
+
+
+def test_loop_engine_refuses_a_sketch_naming_estimator():
+    async def go(pipeline, slot, scored):
+        slot.served.engine_name = "loop"
+        with pytest.raises(InvalidInputError) as info:
+            await pipeline.score(request(estimator={"kind": "sketch", "k": 8}))
+        fine = await pipeline.score(request())  # exact, the loop's own
+        return info.value, fine, slot
+
+    err, fine, slot = run(go)
+    assert [p.loc for p in err.problems] == ["estimator"]
+    assert "batched engine" in err.problems[0].message
+    assert slot.estimators == [None] and fine.estimator.kind == "exact"

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from vigor_service.engine.types import SequenceScore, TokenSequence
+from vigor_service.engine.types import SequenceScore, Sketch, TokenSequence
 from vigor_service.errors import DeadlineExceededError, LimitExceededError, OverloadedError
 from vigor_service.scoring.scheduler import Scheduler, is_out_of_memory
 from vigor_service.serving.worker import EngineWorker
@@ -20,8 +20,10 @@ class FakeEngine:
         self.calls: list[list[TokenSequence]] = []
         self.delay, self.oom_above, self.oom_tokens, self.gate = delay, oom_above, oom_tokens, gate
         self.version = 3
+        self.estimators: list = []
 
-    def __call__(self, seqs, signals, temperature):
+    def __call__(self, seqs, signals, temperature, estimator=None):
+        self.estimators.append(estimator)
         if self.gate is not None:
             self.gate.wait(5)
         if self.oom_tokens is not None and any(s.length >= self.oom_tokens for s in seqs):
@@ -86,6 +88,25 @@ def test_fifo_and_token_budget_split_batches_without_overtaking():
     assert order == [1, 2, 3, 4]
     # 7 + 7 tokens exceed the budget of 10; 3 (temperature 0.5) and 4 (1.0) cannot share a call.
     assert [len(c) for c in engine.calls] == [1, 1, 1, 1]
+
+
+def test_jobs_with_different_estimators_never_share_an_engine_call():
+    engine = FakeEngine()
+    a, b = Sketch(8, 0), Sketch(8, 1)
+
+    async def body(s):
+        return await asyncio.gather(
+            s.submit(seqs(1), estimator=a),
+            s.submit(seqs(2), estimator=a),  # the same sketch: merged with 1
+            s.submit(seqs(3)),  # exact
+            s.submit(seqs(4), estimator=b),  # another seed
+            s.submit(seqs(5), estimator=Sketch(16, 0)),  # another k
+        )
+
+    out = run(with_scheduler(engine, body, batch_window_s=0.05))
+    assert [[s.completion_ids[0] for s in call] for call in engine.calls] == [[1, 2], [3], [4], [5]]
+    assert engine.estimators == [a, None, b, Sketch(16, 0)]
+    assert [o.scores[0].grad_norm for o in out] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_deadline_passes_while_queued_gives_504_and_no_compute():
@@ -156,7 +177,7 @@ def test_engine_error_fails_its_batch_and_the_scheduler_keeps_serving():
     engine = FakeEngine()
     boom = {"on": True}
 
-    def flaky(seqs_, signals, temperature):
+    def flaky(seqs_, signals, temperature, estimator=None):
         if boom.pop("on", False):
             raise ValueError("engine bug")
         return engine(seqs_, signals, temperature)
@@ -179,7 +200,7 @@ def test_out_of_memory_detection():
 def test_one_requests_engine_failure_never_fails_its_batch_mates():
     engine = FakeEngine()
 
-    def poisoned(seqs_, signals, temperature):
+    def poisoned(seqs_, signals, temperature, estimator=None):
         if any(s.completion_ids[0] == 13 for s in seqs_):
             raise OverflowError("math range error")  # the bug of one request's input
         return engine(seqs_, signals, temperature)

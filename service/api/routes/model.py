@@ -28,6 +28,7 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         limits={**runtime.pipeline.limits.as_dict(), "max_batch_tokens": runtime.max_batch_tokens},
         reward_spec=runtime.pipeline.variants.default,
         reward_specs=sorted(runtime.pipeline.variants.named),
+        estimator=runtime.pipeline.estimator,
         watch=runtime.watcher.status() if runtime.watcher is not None else None,
         staleness=runtime.staleness.status(runtime.slot.version),
     )
