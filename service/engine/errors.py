@@ -17,11 +17,3 @@ class UnsupportedModelError(VigorServiceError):
     """
 
     code = ErrorCode.UNSUPPORTED_MODEL
-
-
-class EstimatorUnsupported(ValueError):
-    """This engine has no such estimator (the loop engine only computes exact norms).
-
-    The request path refuses such a request before it queues (422 naming `estimator`); this is
-    the engine's own guard, so that it never answers an exact number for a sketch silently.
-    """

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from .errors import EstimatorUnsupported
+from ..errors import InputProblem, InvalidInputError
 from .signals import accumulation_dtype, compute_signals
 from .types import SequenceScore, Sketch, TokenSequence
 
@@ -62,9 +62,15 @@ class ReferenceEngine:
         estimator: Sketch | None = None,
     ) -> list[SequenceScore]:
         if estimator is not None:
-            raise EstimatorUnsupported(
-                "the loop engine computes exact norms only; the sketch estimator needs "
-                "--engine batched"
+            # The request path refuses this before it queues; never answer exact for a sketch.
+            raise InvalidInputError(
+                [
+                    InputProblem(
+                        "estimator",
+                        "the loop engine computes exact norms only; the sketch estimator "
+                        "needs --engine batched",
+                    )
+                ]
             )
         device = next(model.parameters()).device
         results = []

@@ -55,7 +55,7 @@ class SequenceScore:
 class NormEngine(Protocol):
     """Computes each sequence's ‖∇θ mean-NLL‖₂ over `params`, independently per sequence.
 
-    Exact unless `estimator` names a sketch; an engine without one raises EstimatorUnsupported.
+    Exact unless `estimator` names a sketch; an engine without one raises InvalidInputError.
     """
 
     def score(

@@ -14,9 +14,9 @@ import statistics
 import pytest
 
 from vigor_service.engine.batched import BatchedEngine
-from vigor_service.engine.errors import EstimatorUnsupported
 from vigor_service.engine.reference import ReferenceEngine
 from vigor_service.engine.types import Sketch, TokenSequence
+from vigor_service.errors import InvalidInputError
 
 from ..naive import naive_grad_norm
 from ..tiny_models import random_groups, tiny_gpt2, tiny_llama, tiny_qwen2
@@ -146,7 +146,9 @@ def test_empty_completion_is_none():
 def test_loop_engine_refuses_the_sketch():
     model = tiny_llama()
     seqs = flatten(random_groups(0))
-    with pytest.raises(EstimatorUnsupported, match="exact norms only"):
+    with pytest.raises(
+        InvalidInputError, match="estimator: the loop engine computes exact norms only"
+    ):
         score(model, seqs, ReferenceEngine(), estimator=Sketch(8, 0))
 
 
