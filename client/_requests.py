@@ -20,11 +20,13 @@ from ._retry import Idempotency
 from .schema import (
     AdapterRequest,
     CommitRequest,
+    ExactEstimator,
     Focal,
     Group,
     ReloadRequest,
     RewardSpec,
     RewardsRequest,
+    SketchEstimator,
 )
 from .wire import GROUP_HOLD_S
 
@@ -141,6 +143,7 @@ class RequestCore:
         hold_s: float | None = None,
         focal: Focal | Mapping[str, Any] | None = None,
         reward_spec: str | RewardSpec | Mapping[str, Any] | None = None,
+        estimator: ExactEstimator | SketchEstimator | Mapping[str, Any] | None = None,
     ) -> PreparedRequest:
         body = RewardsRequest(
             groups=to_groups(groups),
@@ -153,6 +156,7 @@ class RequestCore:
             hold_s=hold_s,
             focal=focal,
             reward_spec=reward_spec,
+            estimator=estimator,
         )
         return PreparedRequest(
             "POST",

@@ -60,6 +60,10 @@ def check_rewards(request: RewardsRequest, answer: RewardsResponse, url: str) ->
         problems.append(f"{len(answer.groups)} groups for the {len(request.groups)} sent")
     for i, (group, result) in enumerate(zip(request.groups, answer.groups, strict=False)):
         problems += _group_problems(f"groups[{i}]", group, result, request, top)
+    if request.estimator is not None and answer.estimator != request.estimator:
+        # A sketch asked for and exact numbers answered (or the reverse) rank differently.
+        shown = None if answer.estimator is None else answer.estimator.model_dump()
+        problems.append(f"estimator {shown} is not the {request.estimator.model_dump()} asked for")
     need = request.min_weight_version
     scored = any(r is not None for g in answer.groups for r in [*g.rewards, *g.scores])
     if need is not None and scored and answer.weight_version < need:

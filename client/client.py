@@ -125,7 +125,8 @@ class VigorClient(ClientBase):
         self, groups: Sequence[GroupLike], *, retry: Any = CLIENT_POLICY, **options: Any
     ) -> RewardsResponse:
         """Score groups of completions; options: shaping, signals, temperature,
-        min_weight_version, wait_s, deadline_s, hold_s, focal, reward_spec (a variant name or spec).
+        min_weight_version, wait_s, deadline_s, hold_s, focal, reward_spec (a variant name or spec),
+        estimator ({"kind": "sketch", "k": 128, "seed": 0} for the sketched norm).
         `retry` overrides the client's policy."""
         return self._call(self._core.rewards(groups, **options), RewardsResponse, retry)
 

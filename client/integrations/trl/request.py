@@ -41,6 +41,7 @@ class RequestSettings:
     wait_s: float
     hold_s: float | None
     name: str
+    estimator: dict | None = None  # {"kind": "sketch", "k": ..., "seed": ...}; None: the server's
 
 
 def _group_size(settings: RequestSettings, run: TrainerRun, world_size: int) -> int | None:
@@ -97,6 +98,8 @@ def build_request(
                 form["hold_s"] = settings.hold_s
         groups.append(Group(**form))
     options: dict[str, Any] = {"shaping": settings.shaping, "signals": list(settings.signals)}
+    if settings.estimator is not None:
+        options["estimator"] = settings.estimator
     step = getattr(trainer_state, "global_step", None)
     if settings.pin_weights and step is not None:
         options["min_weight_version"] = run.clock.version_for(step)

@@ -36,7 +36,9 @@ class _RewardBase:
     the other processes' pieces (default: its `--group-hold-s`). `client_options`: keywords for
     the client built from a URL (`retry`, `timeout`, `timeout_margin_s`, `api_token`,
     `cooldown_s`, ...). `run`: the state shared with the weight-sync callback (`vigor_for_trl`
-    makes one); `clock` alone shares just the version clock.
+    makes one); `clock` alone shares just the version clock. `estimator`: e.g.
+    `{"kind": "sketch", "k": 128, "seed": 0}` for the sketched norm (docs/estimator.md); default:
+    the server's.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class _RewardBase:
         clock: VersionClock | None = None,
         run: TrainerRun | None = None,
         name: str = "vigor",
+        estimator: dict | None = None,
     ) -> None:
         if on_error not in ("raise", "none"):
             raise ValueError("on_error is 'raise' or 'none'")
@@ -64,6 +67,7 @@ class _RewardBase:
         self.pin_weights = pin_weights
         self.wait_s = wait_s
         self.hold_s = hold_s
+        self.estimator = estimator
         self.on_error = on_error
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.run = run or TrainerRun(clock=clock or VersionClock())
@@ -86,6 +90,7 @@ class _RewardBase:
             wait_s=self.wait_s,
             hold_s=self.hold_s,
             name=self.__name__,
+            estimator=self.estimator,
         )
         self._count += 1  # counted before anything can fail, so every process agrees
         request = build_request(
