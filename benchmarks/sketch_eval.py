@@ -12,8 +12,11 @@ In one process, no HTTP, the default model in float32 on this machine's device:
 3. Speed of sketch against exact at G=8 × T ∈ {1024, 2048} after a 200-token prompt (synthetic
    ids, as benchmarks/engine_speed.py builds them), one after the other in this process.
 
-    python benchmarks/sketch_eval.py                       # everything, writes the markdown
-    python benchmarks/sketch_eval.py --groups 20 --ks 32,128 --speed-configs 8x1024
+    python benchmarks/sketch_eval.py                       # everything, one process
+    # or in parallel processes (each scores its parts), then the summary:
+    python benchmarks/sketch_eval.py --parts exact --speed-configs "" --json exact.json
+    python benchmarks/sketch_eval.py --parts k=32,k=128 --speed-configs "" --json k.json
+    python benchmarks/sketch_eval.py --merge exact.json k.json --out report.md
 """
 
 from __future__ import annotations
@@ -101,9 +104,8 @@ def _split(flat: list, groups) -> list[list]:
     return out
 
 
-def run_eval(loaded, args) -> dict:
-    import torch
-
+def score_parts(loaded, args) -> dict:
+    """Each estimator's gradient norms over the groups, with its wall and CPU seconds."""
     from vigor_service.engine.batched import BatchedEngine
     from vigor_service.engine.params import scored_parameters
     from vigor_service.engine.types import Sketch
@@ -113,52 +115,66 @@ def run_eval(loaded, args) -> dict:
     groups, labels = eval_groups(loaded, args.groups)
     flat = [s for g in groups for s in g]
     engine = BatchedEngine(args.max_batch_tokens)
-
-    def scores(norms: list[float]) -> list[list[float]]:
-        # The VIGOR score −‖g‖·√T: what is ranked and what the AUROC reads.
-        return _split([-n * s.num_tokens**0.5 for n, s in zip(norms, flat, strict=True)], groups)
-
-    def timed(fn):
+    out = {
+        "sizes": [len(g) for g in groups],
+        "labels": labels,
+        "num_tokens": [s.num_tokens for s in flat],
+        "norms": {},
+    }
+    for part in args.parts:
         t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        return out, time.perf_counter() - t0, time.process_time() - c0
+        if part == "exact":
+            norms = [s.grad_norm for s in engine.score(model, params, flat)]
+        elif part == "bf16":
+            norms = bf16_reference(model, flat)
+        else:  # "k=K" or "k=K/seed=S"
+            k, _, seed = part.removeprefix("k=").partition("/seed=")
+            sk = Sketch(int(k), int(seed or 0))
+            norms = [s.grad_norm for s in engine.score(model, params, flat, estimator=sk)]
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        out["norms"][part] = {"norms": norms, "wall_s": wall, "cpu_s": cpu}
+        print(part, f"wall {wall:.0f} s, CPU {cpu:.0f} s", flush=True)
+    return out
 
-    rows = {}
-    exact, wall, cpu = timed(lambda: [s.grad_norm for s in engine.score(model, params, flat)])
+
+def summarize(parts: list[dict]) -> dict:
+    """Rank agreement with exact and AUROC per estimator, from score_parts outputs."""
+    first = parts[0]
+    found = {}
+    for p in parts:
+        if p["sizes"] != first["sizes"] or p["num_tokens"] != first["num_tokens"]:
+            raise SystemExit("the parts were scored on different groups")
+        found |= p["norms"]
+    if "exact" not in found:
+        raise SystemExit("no part holds the exact norms")
+    sizes, tokens = first["sizes"], first["num_tokens"]
+    groups = [[None] * n for n in sizes]
+
+    def scores(norms):
+        # The VIGOR score −‖g‖·√T: what is ranked and what the AUROC reads.
+        return _split([-n * t**0.5 for n, t in zip(norms, tokens, strict=True)], groups)
+
+    exact = found["exact"]["norms"]
     ex = scores(exact)
-    rows["exact"] = {"agree": 1.0, "auroc": auroc(ex, labels), "wall_s": wall, "cpu_s": cpu}
-    print("exact", rows["exact"], flush=True)
-    for k in args.ks:
-        for seed in args.seeds:
-            sk = Sketch(k, seed)
-            got, wall, cpu = timed(
-                lambda sk=sk: [s.grad_norm for s in engine.score(model, params, flat, estimator=sk)]
-            )
-            sc = scores(got)
-            rel = [abs(g - e) / e for g, e in zip(got, exact, strict=True)]
-            rows[f"sketch k={k} seed={seed}"] = {
-                "agree": agreement(sc, ex),
-                "auroc": auroc(sc, labels),
-                "median_rel_err": sorted(rel)[len(rel) // 2],
-                "wall_s": wall,
-                "cpu_s": cpu,
-            }
-            print(f"k={k} seed={seed}", rows[f"sketch k={k} seed={seed}"], flush=True)
-    if args.bf16:
-        ref, wall, cpu = timed(lambda: bf16_reference(model, flat))
-        sc = scores(ref)
-        rel = [abs(g - e) / e for g, e in zip(ref, exact, strict=True)]
-        rows["bf16 reference"] = {
+    rows = {}
+    order = sorted(found, key=lambda n: (n != "exact", n == "bf16", _k_of(n)))
+    for name in order:
+        r = found[name]
+        sc = scores(r["norms"])
+        rel = sorted(abs(g - e) / e for g, e in zip(r["norms"], exact, strict=True))
+        rows[name] = {
             "agree": agreement(sc, ex),
-            "auroc": auroc(sc, labels),
-            "median_rel_err": sorted(rel)[len(rel) // 2],
-            "wall_s": wall,
-            "cpu_s": cpu,
+            "auroc": auroc(sc, first["labels"]),
+            "median_rel_err": rel[len(rel) // 2],
+            "wall_s": r["wall_s"],
+            "cpu_s": r["cpu_s"],
         }
-        print("bf16", rows["bf16 reference"], flush=True)
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    pairs = sum(len(g) * (len(g) - 1) // 2 for g in groups)
-    return {"groups": len(groups), "sequences": len(flat), "pairs": pairs, "rows": rows}
+    pairs = sum(n * (n - 1) // 2 for n in sizes)
+    return {"groups": len(sizes), "sequences": len(tokens), "pairs": pairs, "rows": rows}
+
+
+def _k_of(name: str) -> int:
+    return int(name.removeprefix("k=").partition("/")[0]) if name.startswith("k=") else 0
 
 
 def run_speed(loaded, args) -> list[dict]:
@@ -215,9 +231,12 @@ def report(ev: dict | None, speed: list[dict], args, started: str, load: tuple) 
             "|---|---|---|---|---|---|",
         ]
         for name, r in ev["rows"].items():
-            err = f"{r['median_rel_err']:.2e}" if "median_rel_err" in r else "0"
+            label = {"exact": "exact", "bf16": "exact, the reference's way (bf16 sums)"}.get(
+                name, f"sketch {name}"
+            )
+            err = f"{r['median_rel_err']:.2e}"
             lines.append(
-                f"| {name} | {r['agree']:.3f} | {r['auroc']:.3f} | {err} "
+                f"| {label} | {r['agree']:.3f} | {r['auroc']:.3f} | {err} "
                 f"| {r['wall_s']:.0f} | {r['cpu_s']:.0f} |"
             )
         lines.append("")
@@ -245,30 +264,38 @@ def report(ev: dict | None, speed: list[dict], args, started: str, load: tuple) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    words = lambda s: [x for x in s.split(",") if x]  # noqa: E731
     ap.add_argument("--groups", type=int, default=None, help="first N groups (default: all 60)")
-    ap.add_argument("--ks", type=ints, default=[8, 32, 128, 512])
-    ap.add_argument("--seeds", type=ints, default=[0], help="sketch seeds per k (rank agreement)")
-    ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 reference")
+    ap.add_argument(
+        "--parts",
+        type=words,
+        default=["exact", "bf16", "k=8", "k=32", "k=128", "k=512"],
+        help="what to score: exact, bf16 (the reference's way), k=K[/seed=S]; '' for none",
+    )
+    ap.add_argument("--merge", nargs="+", help="summarize these --json outputs of --parts runs")
     ap.add_argument("--speed-ks", type=ints, default=[32, 128, 512])
-    ap.add_argument("--speed-configs", type=lambda s: [x for x in s.split(",") if x],
-                    default=["8x1024", "8x2048"])  # fmt: skip
+    ap.add_argument("--speed-configs", type=words, default=["8x1024", "8x2048"])
     ap.add_argument("--prompt", type=int, default=200)
     ap.add_argument("--max-batch-tokens", type=int, default=1024, help="the CPU default budget")
-    ap.add_argument("--skip-eval", action="store_true")
-    ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--json", help="write the raw figures here")
     ap.add_argument("--out", help="write the markdown report here")
     args = ap.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     load = os.getloadavg()
-    loaded = _load()
-    ev = None if args.skip_eval else run_eval(loaded, args)
-    speed = run_speed(loaded, args) if args.speed_configs else []
-    text = report(ev, speed, args, started, load)
+    if args.merge:
+        ev = summarize([json.loads(Path(p).read_text()) for p in args.merge])
+        text = report(ev, [], args, started, load)
+    else:
+        loaded = _load()
+        parts = score_parts(loaded, args) if args.parts else None
+        speed = run_speed(loaded, args) if args.speed_configs else []
+        if args.json:
+            Path(args.json).write_text(json.dumps({**(parts or {}), "speed": speed}))
+        ev = summarize([parts]) if parts and "exact" in parts["norms"] else None
+        text = report(ev, speed, args, started, load)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"eval": ev, "speed": speed}, indent=1))
 
 
 if __name__ == "__main__":
