@@ -192,6 +192,22 @@ def test_same_api_and_scores_as_plain_server(ray_app, plain_server, reference):
     assert info == plain_info
 
 
+def test_the_sketch_estimator_reaches_the_replicas(ray_app, plain_server, reference):
+    """A request's estimator travels ingress → replica engine, and is echoed; same numbers as
+    the plain server's at the same version (float64 model, same seed)."""
+    sketch = {"kind": "sketch", "k": 16, "seed": 7}
+    answers = [score(url, GROUPS, estimator=sketch) for url in (ray_app, plain_server.url)]
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    on_ray, plain = (r.json() for r in answers)
+    assert on_ray["estimator"] == plain["estimator"] == sketch
+    assert on_ray["weight_version"] == plain["weight_version"] == 0
+    for got, want, exact in zip(
+        on_ray["groups"], plain["groups"], reference.scores[0], strict=True
+    ):
+        assert close(got["scores"], want["scores"])
+        assert not close(got["scores"], exact)  # a sketch, not exact numbers relabelled
+
+
 def test_groups_assembled_at_the_ingress(ray_app, reference):
     """One sample per request (group_size): scored whole, together, as the plain server does."""
     group = GROUPS[0]
