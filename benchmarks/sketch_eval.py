@@ -205,7 +205,56 @@ def run_speed(loaded, args) -> list[dict]:
     return out
 
 
-def report(ev: dict | None, speed: list[dict], args, started: str, load: tuple) -> str:
+def norm_work(model, n: int, ks: list[int], rounds: int) -> dict:
+    """The per-sample Linear-weight norm work alone, exact (the cheaper of the ghost and direct
+    forms, as the engine picks) against the sketch, on random operands of the model's real
+    shapes: one sample of n tokens through every Linear layer. Best of `rounds`, interleaved."""
+    import torch
+
+    from vigor_service.engine.norms.gram import GramCache, gram_inner, masked_gram
+    from vigor_service.engine.norms.linear import choose_form, direct_sq
+    from vigor_service.engine.norms.sketch import draw
+
+    shapes = [
+        (m.in_features, m.out_features)
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not model.get_output_embeddings()
+    ]
+    gen = torch.Generator().manual_seed(0)
+    ops = {d: torch.randn(1, n, d, generator=gen) for d in {x for s in shapes for x in s}}
+
+    def exact():
+        for d_in, d_out in shapes:
+            a, b = ops[d_in], ops[d_out]
+            if choose_form(n, d_in, d_out, False, "auto") == "direct":
+                direct_sq(a, b)
+            else:
+                cache = GramCache()
+                gram_inner(masked_gram(a, None, a.dtype, cache, fold=True),
+                           masked_gram(b, None, b.dtype, cache))  # fmt: skip
+
+    def sketch(k, projections):
+        for (d_in, d_out), (p_in, p_out) in zip(shapes, projections, strict=True):
+            pa, pb = ops[d_in] @ p_in.T, ops[d_out] @ p_out.T
+            torch.bmm(pb.transpose(1, 2), pa).square().sum()
+
+    drawn = {
+        k: [(draw(0, str(i), "in", k, a).float(), draw(0, str(i), "out", k, b).float())
+            for i, (a, b) in enumerate(shapes)]
+        for k in ks
+    }  # fmt: skip
+    best = {"exact": float("inf"), **{f"k={k}": float("inf") for k in ks}}
+    for _ in range(rounds):
+        for name in best:
+            t0 = time.process_time()
+            exact() if name == "exact" else sketch(int(name[2:]), drawn[int(name[2:])])
+            best[name] = min(best[name], time.process_time() - t0)
+    return {"tokens": n, "layers": len(shapes), "cpu_s": best}
+
+
+def report(
+    ev: dict | None, speed: list[dict], args, started: str, load: tuple, work: list | None = None
+) -> str:
     from engine_speed import machine
 
     lines = [
@@ -258,6 +307,24 @@ def report(ev: dict | None, speed: list[dict], args, started: str, load: tuple) 
             ]
             lines.append(f"| {row['config']} | " + " | ".join(cells + ratios) + " |")
         lines.append("")
+    if work:
+        names = list(work[0]["cpu_s"])
+        lines += [
+            "## Norm work alone: every Linear layer's per-sample weight norm, one sample",
+            "",
+            "Random operands of the model's shapes, CPU seconds, best of the rounds (interleaved);",
+            "exact is the cheaper of the ghost and direct forms, as the engine picks.",
+            "",
+            "| tokens | " + " | ".join(f"{n} CPU s" for n in names) + " | "
+            + " | ".join(f"exact / {n}" for n in names[1:]) + " |",
+            "|---|" + "---|" * (2 * len(names) - 1),
+        ]  # fmt: skip
+        for row in work:
+            c = row["cpu_s"]
+            cells = [f"{c[n]:.2f}" for n in names]
+            ratios = [f"{c['exact'] / c[n]:.1f}×" for n in names[1:]]
+            lines.append(f"| {row['tokens']} | " + " | ".join(cells + ratios) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -277,6 +344,9 @@ def main() -> None:
     ap.add_argument("--speed-configs", type=words, default=["8x1024", "8x2048"])
     ap.add_argument("--prompt", type=int, default=200)
     ap.add_argument("--max-batch-tokens", type=int, default=1024, help="the CPU default budget")
+    ap.add_argument("--norm-work", type=ints, default=[], help="token counts for the norm-work "
+                    "comparison (e.g. 1224,2248: P=200 + T=1024, 2048)")  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", help="write the raw figures here")
     ap.add_argument("--out", help="write the markdown report here")
     args = ap.parse_args()
@@ -289,10 +359,14 @@ def main() -> None:
         loaded = _load()
         parts = score_parts(loaded, args) if args.parts else None
         speed = run_speed(loaded, args) if args.speed_configs else []
+        ks = args.speed_ks
+        work = [norm_work(loaded.model, n, ks, args.rounds) for n in args.norm_work]
         if args.json:
-            Path(args.json).write_text(json.dumps({**(parts or {}), "speed": speed}))
+            Path(args.json).write_text(
+                json.dumps({**(parts or {}), "speed": speed, "norm_work": work})
+            )
         ev = summarize([parts]) if parts and "exact" in parts["norms"] else None
-        text = report(ev, speed, args, started, load)
+        text = report(ev, speed, args, started, load, work)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
