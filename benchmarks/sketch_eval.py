@@ -347,6 +347,7 @@ def main() -> None:
     ap.add_argument("--norm-work", type=ints, default=[], help="token counts for the norm-work "
                     "comparison (e.g. 1224,2248: P=200 + T=1024, 2048)")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", help="write the raw figures here")
     ap.add_argument("--out", help="write the markdown report here")
     args = ap.parse_args()
@@ -356,6 +357,10 @@ def main() -> None:
         ev = summarize([json.loads(Path(p).read_text()) for p in args.merge])
         text = report(ev, [], args, started, load)
     else:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         loaded = _load()
         parts = score_parts(loaded, args) if args.parts else None
         speed = run_speed(loaded, args) if args.speed_configs else []
