@@ -30,4 +30,5 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         reward_specs=sorted(runtime.pipeline.variants.named),
         watch=runtime.watcher.status() if runtime.watcher is not None else None,
         staleness=runtime.staleness.status(runtime.slot.version),
+        micro_batches=served.micro_batches(),
     )
