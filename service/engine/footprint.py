@@ -8,13 +8,18 @@ saves, what the norm hooks keep (inputs, Grams), the logits or head chunks, and 
 buffers of the backward. It is the same on CPU and CUDA, and needs no allocator statistics
 (CPU has none) and no RSS (which glibc's caching blurs).
 
-Two probes of one row each, the same tokens: the head chunked (`bytes_per_token`: peak /
-tokens) and unchunked (`logit_bytes_per_token`: the extra peak / completion tokens, i.e. the
-vocabulary-sized buffers one completion position adds). Measured once per model
-configuration, dtype, device, scored-parameter count, and checkpointing, and cached for the
-process. On the default model (CPU, float32) the chunked figure is ~1.07 MiB per token from 64 to
-500 tokens and 1.2 at 1,224 (attention's share grows with length); the planner's memory model
-is linear, so the probe uses the longest row that stays cheap (PROBE_TOKENS).
+Three probes of one row of PROBE_TOKENS tokens each: the head chunked, whose peak / tokens is
+`bytes_per_token` (it includes the chunked head's fixed buffers, spread over the probe's
+tokens: an upper bound for larger micro-batches); and the head unchunked twice, with a long and
+a short completion of the same total length, whose peak difference over the completion-length
+difference is `logit_bytes_per_token` (the vocabulary-sized buffers one completion position
+adds: logits, their gradient, the head's output gradient as the norm rule reads it). Measured
+once per model configuration, dtype, device, scored-parameter count and checkpointing, and
+cached for the process; three passes of 128 tokens cost a few seconds on two CPU cores. On the
+default model (CPU, float32) the chunked figure is 1.05–1.10 MiB per token from 64 to 500
+tokens and 1.2 at 1,224 (attention's share grows with length): the linear model is a slight
+underestimate for single long rows, which the loop's cap (its own real peak is ~1.9 MiB per
+token) absorbs.
 """
 
 from __future__ import annotations
@@ -33,8 +38,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 # Tokens of the probe row (prompt PROBE_PROMPT + completion), at most the model's context.
-PROBE_TOKENS = 256
-PROBE_PROMPT = 16
+PROBE_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -116,25 +120,24 @@ def estimated(model: nn.Module) -> Footprint:
 
 
 def measure(model: nn.Module, probe: Callable[[int, int, bool], object], context: int) -> Footprint:
-    """Run `probe(prompt, completion, chunked)` both ways and read the two peaks."""
+    """Run `probe(prompt, completion, chunked)` three times and read the peaks."""
     device = next(model.parameters()).device
-    tokens = max(2, min(PROBE_TOKENS, context))
-    prompt = max(1, min(PROBE_PROMPT, tokens // 2))
-    span = tokens - prompt
+    tokens = max(4, min(PROBE_TOKENS, context))
+    long_span, short_span = tokens - max(1, tokens // 8), tokens // 2
     try:
-        probe(prompt, span, True)  # kernels and lazy buffers first, outside the measurement
-        chunked = peak_bytes(lambda: probe(prompt, span, True), device)
-        plain = peak_bytes(lambda: probe(prompt, span, False), device)
+        chunked = peak_bytes(lambda: probe(tokens - long_span, long_span, True), device)
+        long = peak_bytes(lambda: probe(tokens - long_span, long_span, False), device)
+        short = peak_bytes(lambda: probe(tokens - short_span, short_span, False), device)
     except RuntimeError as exc:  # the profiler is busy elsewhere in this process
         log.warning("micro-batch memory not measured (%s); using the config estimate", exc)
         return estimated(model)
     found = Footprint(
         bytes_per_token=max(1, -(-chunked // tokens)),
-        logit_bytes_per_token=max(0, -(-(plain - chunked) // span)),
+        logit_bytes_per_token=max(0, -(-(long - short) // (long_span - short_span))),
         probe_tokens=tokens,
     )
     log.info(
-        "micro-batch memory measured on a %d-token row: %.3f MiB per token, %.3f MiB more per "
+        "micro-batch memory measured on %d-token rows: %.3f MiB per token, %.3f MiB more per "
         "completion token with the lm_head unchunked",
         tokens, found.bytes_per_token / 2**20, found.logit_bytes_per_token / 2**20,
     )  # fmt: skip
