@@ -70,8 +70,9 @@ def cached_footprint(key: tuple, measure: Callable[[], Footprint]) -> Footprint:
         found = _cache.get(key)
     if found is None:
         found = measure()
-        with _lock:
-            _cache[key] = found
+        if found.measured:  # an estimate is tried again next time
+            with _lock:
+                _cache[key] = found
     return found
 
 
@@ -79,10 +80,13 @@ def peak_bytes(run: Callable[[], object], device: torch.device) -> int:
     """Highest total of tensor bytes allocated on `device` while `run()` ran, above its start."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities, profile_memory=True) as prof:
+    enabled = getattr(torch._C._autograd, "_profiler_enabled", lambda: False)
+    if enabled():
+        # A second profiler would silently end the caller's session: measure nothing instead.
+        raise RuntimeError("a torch profiler is already running in this process")
+    # The CPU activity alone carries the allocator events of every device (CUDA's caching
+    # allocator reports to the same hook); it needs no CUPTI. Not yet run on a GPU here.
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()
     # The chrome trace is the public form of the allocator events (kineto keeps them private).
     fd, path = tempfile.mkstemp(suffix=".json")
@@ -128,8 +132,11 @@ def measure(model: nn.Module, probe: Callable[[int, int, bool], object], context
         chunked = peak_bytes(lambda: probe(tokens - long_span, long_span, True), device)
         long = peak_bytes(lambda: probe(tokens - long_span, long_span, False), device)
         short = peak_bytes(lambda: probe(tokens - short_span, short_span, False), device)
-    except RuntimeError as exc:  # the profiler is busy elsewhere in this process
-        log.warning("micro-batch memory not measured (%s); using the config estimate", exc)
+    except Exception as exc:  # e.g. the profiler is already running in this process
+        log.warning(
+            "micro-batch memory not measured (%s: %s); using the config estimate",
+            type(exc).__name__, exc,
+        )  # fmt: skip
         return estimated(model)
     found = Footprint(
         bytes_per_token=max(1, -(-chunked // tokens)),

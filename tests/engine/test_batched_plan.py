@@ -163,3 +163,18 @@ def test_describe_says_the_policy_and_its_numbers():
 def test_a_bad_budget_is_refused():
     with pytest.raises(ValueError, match="budget"):
         BatchedEngine(budget="memory")
+
+
+def test_without_the_profiler_the_config_estimate_stands_in_and_says_so():
+    from torch.profiler import ProfilerActivity, profile
+
+    from vigor_service.engine import footprint
+
+    model = tiny_llama(tied=True, seed=7)
+    model.config.rope_theta = 12345.0  # a configuration no other test has measured
+    engine = BatchedEngine(budget="loop")
+    with profile(activities=[ProfilerActivity.CPU]):
+        got = score(model, SEQS, engine)
+    assert max_rel_err(got, naive(model, SEQS)) <= 1e-9
+    assert engine.describe()["measured"] is False and engine.footprint.probe_tokens == 0
+    assert engine.footprint == footprint.estimated(model)
