@@ -357,7 +357,8 @@ class ModelInfo(BaseModel):
         None,
         description="The batched engine's micro-batch policy (policy: loop_memory or "
         "max_batch_tokens) and its numbers: max_batch_tokens, the measured bytes_per_token and "
-        "logit_bytes_per_token, probe_tokens, measured (docs/engine.md). None for the loop.",
+        "logit_bytes_per_token, probe_tokens, measured, scored_bytes (docs/engine.md). None for "
+        "the loop.",
     )
 
 

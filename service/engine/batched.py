@@ -73,6 +73,7 @@ class BatchedEngine:
         self.max_batch_tokens = max_batch_tokens
         self.budget = budget
         self.footprint: Footprint | None = None  # what the last planned call measured
+        self._scored_bytes = 0
         self.head_chunk_elements = head_chunk_elements
         # Model types whose head output is transformed after the lm_head (soft-capping, scaling).
         self._unchunkable: set[type] = set()
@@ -92,6 +93,7 @@ class BatchedEngine:
         fp = None
         if self.budget is not None and any(s.num_tokens for s in sequences):
             fp = self.footprint = self._measured(model, params)
+            self._scored_bytes = _nbytes(params)
         return self._either(model, params, sequences, signals, temperature, fp, True)
 
     def describe(self) -> dict[str, int | str | bool]:
@@ -108,6 +110,9 @@ class BatchedEngine:
                 "logit_bytes_per_token": self.footprint.logit_bytes_per_token,
                 "probe_tokens": self.footprint.probe_tokens,
                 "measured": self.footprint.measured,
+                # With loop_memory a request's cap is this + (both per-token figures) × its
+                # longest sequence: the loop's gradient and its longest sequence.
+                "scored_bytes": self._scored_bytes,
             }
         return out
 
@@ -136,7 +141,7 @@ class BatchedEngine:
             _shapes(model, plan),
             max_batch_tokens=self.max_batch_tokens,
             budget=self.budget,
-            scored_bytes=sum(p.numel() * p.element_size() for p in params),
+            scored_bytes=_nbytes(params),
             chunkable=bool(chunk),
         )
         return planner.plan([s.length for s in seqs], [s.num_tokens for s in seqs])
@@ -186,6 +191,10 @@ class BatchedEngine:
                 for g, score in zip(mb.rows, scores, strict=True):
                     results[todo[g]] = score
         return results
+
+
+def _nbytes(params: list[torch.nn.Parameter]) -> int:
+    return sum(p.numel() * p.element_size() for p in params)
 
 
 def _context(model: nn.Module) -> int:

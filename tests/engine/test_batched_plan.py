@@ -158,6 +158,8 @@ def test_describe_says_the_policy_and_its_numbers():
     assert info["policy"] == "loop_memory" and info["max_batch_tokens"] == 64
     assert info["measured"] is True and info["probe_tokens"] == 128
     assert info["bytes_per_token"] > 0 and info["logit_bytes_per_token"] > 0
+    params = [p for _, p in scored_parameters(model)]
+    assert info["scored_bytes"] == sum(p.numel() * 8 for p in params)  # float64
 
 
 def test_a_bad_budget_is_refused():
