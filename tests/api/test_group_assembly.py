@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from ..servers import metric, until_async
 from ..weights.helpers import runtime_of, tiny_server
 
 PROMPTS = {"a": [1, 2, 3], "b": [4, 5], "c": [6, 7, 8, 9]}
@@ -47,13 +48,19 @@ async def post_all(url: str, bodies: list[dict], timeout: float = 60) -> list[ht
         return await asyncio.gather(*(client.post("/v1/rewards", json=b) for b in bodies))
 
 
-async def until_orphaned(client: httpx.AsyncClient, n: int, within_s: float = 30) -> None:
-    """Waits until /metrics shows n held samples whose caller left; how soon the server notices
-    a closed connection depends on load, so a fixed sleep is a race."""
-    deadline = time.monotonic() + within_s
-    while f"vigor_held_orphans {float(n)}" not in (await client.get("/metrics")).text:
-        assert time.monotonic() < deadline, f"the server never saw {n} caller(s) leave"
-        await asyncio.sleep(0.1)
+async def until_gauge(client: httpx.AsyncClient, gauge: str, n: int, what: str) -> None:
+    """Until /metrics shows `gauge` at n: how soon the server has read a request or noticed a
+    closed connection depends on load, so a fixed sleep is a race."""
+
+    async def reached() -> bool:
+        return metric((await client.get("/metrics")).text, gauge) == n
+
+    await until_async(reached, what)
+
+
+async def until_orphaned(client: httpx.AsyncClient, n: int) -> None:
+    """Until n held samples are known to have lost their caller (a client timeout)."""
+    await until_gauge(client, "vigor_held_orphans", n, f"the server saw {n} caller(s) leave")
 
 
 def test_interleaved_samples_get_their_whole_group_ranks_and_exact_scores():
@@ -146,10 +153,9 @@ def test_a_try_read_after_its_own_retry_hears_the_same_answer_and_counts_once():
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
             s0 = one_sample("a", 0, sample_ids=["s0"])
             tries = [asyncio.create_task(client.post("/v1/rewards", json=s0)) for _ in range(2)]
-            deadline = time.monotonic() + 30
-            while earlier_tries(srv) < 1:
-                assert time.monotonic() < deadline, "the second try never joined the first's slot"
-                await asyncio.sleep(0.05)
+            await until_async(
+                lambda: earlier_tries(srv) >= 1, "the second try joined the first's slot"
+            )
             rest = [one_sample("a", j, sample_ids=[f"s{j}"]) for j in (1, 2, 3)]
             others = await asyncio.gather(*(client.post("/v1/rewards", json=b) for b in rest))
             return await asyncio.gather(*tries), others
@@ -185,7 +191,7 @@ def test_past_the_hold_bound_a_request_is_refused_whole_and_nothing_is_lost():
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             held = [asyncio.create_task(client.post("/v1/rewards", json=one_sample("a", j)))
                     for j in range(3)]  # fmt: skip
-            await asyncio.sleep(0.5)
+            await until_gauge(client, "vigor_held_samples", 3, "the first 3 samples held")
             refused = await client.post("/v1/rewards", json=one_sample("c", 0))
             last = await client.post("/v1/rewards", json=one_sample("a", 3))
             return refused, await asyncio.gather(*held), last
@@ -205,7 +211,7 @@ def test_pieces_of_one_key_must_agree():
             first = asyncio.create_task(
                 client.post("/v1/rewards", json=one_sample("a", 0, hold_s=2.0))
             )
-            await asyncio.sleep(0.5)  # held before the second arrives
+            await until_gauge(client, "vigor_held_samples", 1, "the first sample held")
             other = one_sample("a", 1)
             other["groups"][0]["prompt_ids"] = [9, 9]
             return await client.post("/v1/rewards", json=other), await first
