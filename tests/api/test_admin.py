@@ -15,6 +15,7 @@ from vigor_service.api.deps import is_loopback
 from vigor_service.app import create_app
 from vigor_service.settings import Settings
 
+from ..servers import until
 from ..tiny_models import tiny_llama
 from ..weights.helpers import (
     admin,
@@ -268,8 +269,9 @@ def test_staged_data_expires_and_is_bounded(tmp_path, base_state):
         big = {k: v for k, v in base_state.items() if "layers.0" in k}
         r = admin(srv.url, "POST", bucket, content=save(big))
         assert "--max-staged-bytes" in error(r, 413)["message"]
-        time.sleep(0.6)  # the expiry timer fires without any further request
-        assert runtime_of(srv).weights.staging.staged_bytes == 0
+        staging = runtime_of(srv).weights.staging  # read directly: a request could sweep it
+        until(lambda: staging.expired == 1, "the expiry timer fired without a request")
+        assert staging.staged_bytes == 0
         r = admin(srv.url, "POST", f"/admin/weights/uploads/{uid}/commit")
         assert "dropped after 0.3 s" in error(r, 404)["message"]
 
@@ -319,7 +321,9 @@ def test_an_update_that_cannot_start_in_time_answers_504_and_never_lands(tmp_pat
         assert time.monotonic() - t0 < 1.4
         assert "not applied" in error(r, 504)["message"]
         busy.result()
-        time.sleep(0.1)
+        # The engine thread runs in order: once this no-op ran, a reload queued behind the
+        # long pass would have run too.
+        runtime.worker.submit(lambda: None).result(timeout=30)
         assert runtime.slot.version == 0 and scores(srv.url)[0] == 0
 
 
