@@ -293,10 +293,14 @@ def test_scoring_waits_for_min_weight_version(base_state):
 
         waiter = threading.Thread(target=score)
         waiter.start()
-        time.sleep(0.3)
+        until(
+            lambda: metric(httpx.get(srv.url + "/metrics").text, "vigor_version_waits") == 1,
+            "the scoring call waiting for version 2",
+        )
         assert push(srv.url, {Q: base_state[Q]}, version=2).is_success
         waiter.join(30)
         assert got["r"].status_code == 200 and got["r"].json()["weight_version"] == 2
+        assert metric(httpx.get(srv.url + "/metrics").text, "vigor_version_waits") == 0
 
 
 def test_a_bad_request_is_refused_before_waiting_for_a_version():
