@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 
 import httpx
@@ -184,6 +185,51 @@ def test_a_retry_without_sample_ids_takes_the_slot_of_a_caller_that_left():
         responses = asyncio.run(go(srv.url))
         got = [r.json()["groups"][0]["rewards"][0] for r in responses]
         assert got == [want["rewards"][j] for j in (1, 0, 2, 3)]
+
+
+@pytest.mark.parametrize("ids", [False, True], ids=["by_content", "by_sample_id"])
+def test_a_retry_that_arrives_while_its_group_is_scored_hears_that_answer(ids):
+    """The rest of a group can complete it (a caller that left still counts) before the retry
+    of the sample that left arrives (under load, or sent at the same time): the retry must hear
+    the group's answer, not open a new group that never fills."""
+
+    def sample(j: int) -> dict:
+        return one_sample("b", j, sample_ids=[f"s{j}"]) if ids else one_sample("b", j)
+
+    def retries_attached(srv) -> int:
+        scoring = runtime_of(srv).pipeline.assembler._scoring.values()
+        return sum(len(s.earlier) for groups in scoring for p in groups for s in p.samples)
+
+    async def go(srv):
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+            with pytest.raises(httpx.TimeoutException):
+                await client.post("/v1/rewards", json=sample(1), timeout=0.5)
+            await until_orphaned(client, 1)
+            gate = threading.Event()
+            runtime_of(srv).worker.submit(gate.wait)  # the engine is busy: scoring waits
+            try:
+                rest = [asyncio.create_task(client.post("/v1/rewards", json=sample(j)))
+                        for j in (0, 2, 3)]  # fmt: skip
+                await until_gauge(client, "vigor_held_samples", 0, "the group closed, to score")
+                retry = asyncio.create_task(client.post("/v1/rewards", json=sample(1)))
+                assembler = runtime_of(srv).pipeline.assembler
+                await until_async(
+                    lambda: retries_attached(srv) or assembler.held_samples,
+                    "the retry read by the server",
+                )
+                assert assembler.held_samples == 0, "the retry opened a new group"
+            finally:
+                gate.set()
+            return await retry, await asyncio.gather(*rest)
+
+    with tiny_server() as srv:
+        want = whole_groups(srv.url)["b"]
+        retry, rest = asyncio.run(go(srv))
+        assert [r.status_code for r in [retry, *rest]] == [200] * 4, retry.text
+        got = [r.json()["groups"][0]["rewards"][0] for r in [retry, *rest]]
+        assert got == [want["rewards"][j] for j in (1, 0, 2, 3)]
+        assembler = runtime_of(srv).pipeline.assembler
+        assert assembler.held_samples == 0 and assembler.held_groups == 0
 
 
 def test_past_the_hold_bound_a_request_is_refused_whole_and_nothing_is_lost():

@@ -113,7 +113,8 @@ def test_sequence_limit_is_422_and_limits_are_reported(tight_server):
 
 
 def test_sigterm_drains_in_flight_work_then_exits(default_model_dir, tmp_path):
-    server = ProcessServer("--drain-timeout-s", "60")
+    # The drain must outlast the long request: on a loaded 2-core machine it took over 60 s.
+    server = ProcessServer("--drain-timeout-s", "300")
     server.start(tmp_path / "server.log")
     try:
         long_thread, long_out = in_background(post, server, LONG)
