@@ -348,7 +348,9 @@ class GroupAssembler:
         arrives, and a new group for the retry would never fill."""
         for pending in self._scoring.get(key, ()):
             for held in pending.samples:
-                if held.identity == sample.identity and (by_id or held.caller_gone):
+                if held.identity != sample.identity or held.content != sample.content:
+                    continue  # another sample, or its id sent with other text: not its retry
+                if by_id or held.caller_gone:
                     held.earlier.append(sample)
                     # The answer has a caller again: not kept for a later identical sample.
                     held.caller_gone = False
