@@ -91,6 +91,7 @@ def watch(
     metrics.watch(
         weight_version=lambda: slot.version if slot.served is not None else -1,
         queue_depth=queue_depth,
+        version_waits=lambda: slot.waiting,
         staged_bytes=lambda: staging.staged_bytes,
         ready=lambda: slot.ready,
         held_groups=lambda: assembler.held_groups,
@@ -104,14 +105,24 @@ def watch(
 async def drain(
     slot: ServingSlot, pipeline: ScoringPipeline, scheduler: EngineQueue, timeout: float
 ) -> int:
-    """Stop taking work (/ready turns 503), wait for in-flight requests; returns those left."""
+    """Stop taking work (/ready turns 503), wait for in-flight requests up to `timeout`, then
+    answer the rest 503 (send it again); returns how many were cut off."""
     slot.draining = True
     # Held samples would wait out their hold time: let their callers retry elsewhere now.
     pipeline.assembler.fail_all("server is shutting down; send this sample again")
     end = time.monotonic() + timeout
     while scheduler.in_flight and time.monotonic() < end:
         await asyncio.sleep(0.05)
-    return scheduler.in_flight
+    left = scheduler.in_flight
+    if left:  # answered 503 now rather than cut off mid-response (a 500) at exit
+        scheduler.cut_off(
+            f"the server shut down before this request was scored (drain_timeout_s={timeout:g} "
+            "passed); send it again"
+        )
+        end = time.monotonic() + 5
+        while scheduler.in_flight and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+    return left
 
 
 class Runtime:
@@ -120,6 +131,7 @@ class Runtime:
         # Called (on the engine thread) with a one-line reason when the model fails to load.
         self.on_load_failed: Callable[[str], None] | None = None
         self.max_batch_tokens = s.batch_tokens_on(planned_device_type(s.device))
+        self.cut_off = 0  # requests the drain answered 503 because they outlasted it
         self.worker = EngineWorker()
         self.slot = ServingSlot()
         self.metrics = Metrics()
@@ -183,7 +195,9 @@ class Runtime:
                 self.on_load_failed(reason)
 
     async def drain(self, timeout: float) -> int:
-        return await drain(self.slot, self.pipeline, self.scheduler, timeout)
+        cut = await drain(self.slot, self.pipeline, self.scheduler, timeout)
+        self.cut_off += cut  # SIGTERM drains, then the lifespan's exit drains again
+        return cut
 
     async def aclose(self) -> None:
         self.slot.draining = True
@@ -192,4 +206,5 @@ class Runtime:
         self.weights.transfer.shutdown()
         self.pipeline.assembler.fail_all("server is shutting down; send this sample again")
         await self.scheduler.stop()
-        self.worker.shutdown()
+        # After a drain that cut work off, the engine call still running has no reader.
+        self.worker.shutdown(wait=not self.cut_off)

@@ -7,6 +7,7 @@ replaced by Ray Serve; the call goes to another replica (scoring changes nothing
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from ..engine.types import TokenSequence
@@ -28,6 +29,13 @@ class ReplicaScheduler:
         self._handle = handle
         self._slot = slot
         self.in_flight = 0
+        self._cut: asyncio.Future[str] | None = None  # set by cut_off: waiting calls stop
+
+    def cut_off(self, reason: str) -> int:
+        if self._cut is None or self._cut.done():
+            self._cut = asyncio.get_running_loop().create_future()
+        self._cut.set_result(reason)
+        return self.in_flight
 
     @property
     def depth(self) -> int:
@@ -58,9 +66,11 @@ class ReplicaScheduler:
                 if gone is not None and await gone():
                     raise ClientGoneError("the client disconnected before its work was sent")
                 try:
-                    scores, version = await self._handle.score.remote(
-                        sequences, signals, temperature, deadline_s,
-                        at_least=self._slot.version, cost=cost,
+                    scores, version = await self._unless_cut(
+                        self._handle.score.remote(
+                            sequences, signals, temperature, deadline_s,
+                            at_least=self._slot.version, cost=cost,
+                        )
                     )  # fmt: skip
                     return JobOutcome(list(scores), version)
                 except (RayActorError, ActorUnavailableError) as exc:
@@ -73,3 +83,16 @@ class ReplicaScheduler:
             raise AssertionError("unreachable")
         finally:
             self.in_flight -= 1
+
+    async def _unless_cut(self, call):
+        """The replica call's answer, or NotReadyError once cut_off is called (the replica's
+        work goes on, unread)."""
+        if self._cut is None or self._cut.done():
+            self._cut = asyncio.get_running_loop().create_future()
+        cut = self._cut
+        task = asyncio.ensure_future(call)
+        await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # nobody reads it
+        raise NotReadyError(cut.result())

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..engine.types import SequenceScore, TokenSequence
-from ..errors import ClientGoneError, DeadlineExceededError, LimitExceededError, OverloadedError
+from ..errors import (
+    ClientGoneError,
+    DeadlineExceededError,
+    LimitExceededError,
+    NotReadyError,
+    OverloadedError,
+)
 from ..serving.worker import EngineWorker
 
 log = logging.getLogger(__name__)
@@ -81,6 +87,11 @@ class EngineQueue(Protocol):
 
     async def stop(self) -> None: ...
 
+    def cut_off(self, reason: str) -> int:
+        """Answer every submission still waiting with NotReadyError(reason) (503: send it
+        again); work already on the engine finishes unread. Returns how many were cut off."""
+        ...
+
     async def submit(
         self,
         sequences: list[TokenSequence],
@@ -112,6 +123,7 @@ class Scheduler:
         self._busy_s = 0.0
         self._batches = 0
         self.in_flight = 0
+        self._waiting: dict[int, Job] = {}  # submitted jobs whose callers still wait, by id
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +139,12 @@ class Scheduler:
         for job in self._drain_queue():
             if not job.abandoned:
                 job.future.set_exception(OverloadedError("server is shutting down", 1.0))
+
+    def cut_off(self, reason: str) -> int:
+        cut = [job for job in self._waiting.values() if not job.future.done()]
+        for job in cut:
+            job.future.set_exception(NotReadyError(reason))
+        return len(cut)
 
     @property
     def depth(self) -> int:
@@ -154,6 +172,7 @@ class Scheduler:
                 retry_after=self._retry_after(),
             ) from None
         self.in_flight += 1
+        self._waiting[id(job)] = job
         try:
             if deadline_s is None:
                 return await job.future
@@ -169,6 +188,7 @@ class Scheduler:
             ) from None
         finally:
             self.in_flight -= 1
+            self._waiting.pop(id(job), None)
             if not job.future.done():
                 job.future.cancel()  # the client went away: the dispatcher skips it
 

@@ -34,5 +34,5 @@ class EngineWorker:
         """Queue `fn` without waiting for it (start-up work that outlives the caller)."""
         return self._executor.submit(fn, *args)
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=False)
+    def shutdown(self, wait: bool = True) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=not wait)

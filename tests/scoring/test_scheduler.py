@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from vigor_service.engine.types import SequenceScore, TokenSequence
-from vigor_service.errors import DeadlineExceededError, LimitExceededError, OverloadedError
+from vigor_service.errors import (
+    DeadlineExceededError,
+    LimitExceededError,
+    NotReadyError,
+    OverloadedError,
+)
 from vigor_service.scoring.scheduler import Scheduler, is_out_of_memory
 from vigor_service.serving.worker import EngineWorker
 
@@ -20,9 +25,14 @@ class FakeEngine:
         self.calls: list[list[TokenSequence]] = []
         self.delay, self.oom_above, self.oom_tokens, self.gate = delay, oom_above, oom_tokens, gate
         self.version = 3
+        self._waiting = threading.Event()
+
+    def gate_waiting(self) -> bool:
+        return self._waiting.is_set()
 
     def __call__(self, seqs, signals, temperature):
         if self.gate is not None:
+            self._waiting.set()
             self.gate.wait(5)
         if self.oom_tokens is not None and any(s.length >= self.oom_tokens for s in seqs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
@@ -194,3 +204,26 @@ def test_one_requests_engine_failure_never_fails_its_batch_mates():
     assert [r.grad_norm for r in ok1.scores] == [1.0]
     assert [r.grad_norm for r in ok2.scores] == [2.0, 3.0]
     assert [len(c) for c in engine.calls] == [1, 2]  # the coalesced call failed; each ran alone
+
+
+def test_cut_off_answers_every_waiting_submission_not_ready_at_once():
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)  # the running call blocks until the gate opens
+
+    async def body(s):
+        running = asyncio.ensure_future(s.submit(seqs(1)))
+        while not engine.gate_waiting():
+            await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(s.submit(seqs(2), temperature=0.5))
+        with_deadline = asyncio.ensure_future(s.submit(seqs(3), deadline_s=60))
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        assert s.cut_off("shutting down; send it again") == 3
+        outcomes = await asyncio.gather(running, queued, with_deadline, return_exceptions=True)
+        waited = time.monotonic() - t0
+        gate.set()
+        return outcomes, waited, s.in_flight
+
+    outcomes, waited, in_flight = run(with_scheduler(engine, body))
+    assert all(isinstance(o, NotReadyError) and "send it again" in str(o) for o in outcomes)
+    assert waited < 1 and in_flight == 0  # not after the engine call ended (the gate's 5 s)
