@@ -35,6 +35,10 @@ PROMPT = 200
 TARGET = (8, PROMPT, 1024)  # G completions of T tokens after a P-token prompt
 SWEEP = [(8, PROMPT, t) for t in (128, 512, 2048)]
 RESULTS = Path(__file__).parent / "results"
+DEFAULT_POLICY = (
+    " (the server default on this device: the batched engine plans micro-batches under the"
+    " loop's modelled peak memory, at most this many tokens; the floor packs greedily under it)"
+)
 
 
 def _rss_reset() -> bool:
@@ -162,7 +166,9 @@ def worker(args) -> None:
     g, p, t = args.config
     seqs = _sequences(vocab, g, p, t, seed=0)
     budget = args.max_batch_tokens or Settings().batch_tokens_on(model.device.type)
-    batched = BatchedEngine(budget, gradient_checkpointing=args.checkpointing)
+    # As the server builds it: without --max-batch-tokens, micro-batches under the loop's memory.
+    policy = "tokens" if args.max_batch_tokens else "loop"
+    batched = BatchedEngine(budget, gradient_checkpointing=args.checkpointing, budget=policy)
 
     def run(sequences):
         if args.engine == "floor":
@@ -325,7 +331,7 @@ def report(rows, args) -> str:
         f"Machine: {machine()}.",
         f"Model: default SmolLM2-135M-Instruct, {first['dtype']} on {first['device']}; "
         f"max_batch_tokens={first['max_batch_tokens']}"
-        f"{'' if args.max_batch_tokens else ' (the server default on this device)'}, "
+        f"{'' if args.max_batch_tokens else DEFAULT_POLICY}, "
         f"checkpointing={'on' if args.checkpointing else 'off'}, torch threads="
         f"{args.threads or 'default'}. Time: {args.rounds} interleaved round(s) of fresh "
         f"processes, each timing {args.repeats} warm call(s) after an untimed one; the fastest "

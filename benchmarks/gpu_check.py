@@ -126,7 +126,8 @@ def part_exact(plan: Plan, device) -> None:
     for dtype in (torch.float32, torch.bfloat16):
         # The same weights, rounded (built afresh: Module.to converts in place).
         m = build_model(plan, plan.exact_shape, torch.float64, device, perturb=True).to(dtype)
-        loop, batched = norms(ReferenceEngine(), m), norms(BatchedEngine(budget), m)
+        batched = norms(BatchedEngine(budget, budget="loop"), m)  # the server's default plan
+        loop = norms(ReferenceEngine(), m)
         emit(
             part="exact",
             shape=plan.exact_shape,
@@ -166,7 +167,10 @@ def part_speed(plan: Plan, device) -> None:
     engines = {
         "floor": lambda m, s: _floor(m, s, budget),
         "gemms": lambda m, s: norm_gemms(m, s, budget),
-        "batched": lambda m, s: BatchedEngine(budget).score(m, list(m.parameters()), s),
+        # The server's default: micro-batches under the loop's memory (measured at the warm call).
+        "batched": lambda m, s: BatchedEngine(budget, budget="loop").score(
+            m, list(m.parameters()), s
+        ),
         "loop": lambda m, s: ReferenceEngine().score(m, list(m.parameters()), s),
     }
     for shape in plan.speed_shapes:

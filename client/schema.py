@@ -392,6 +392,13 @@ class ModelInfo(BaseModel):
     staleness: StaleStatus | None = Field(
         None, description="Whether the weights look stale while updates are expected."
     )
+    micro_batches: dict[str, int | str | bool] | None = Field(
+        None,
+        description="The batched engine's micro-batch policy (policy: loop_memory or "
+        "max_batch_tokens) and its numbers: max_batch_tokens, the measured bytes_per_token and "
+        "logit_bytes_per_token, probe_tokens, measured, scored_bytes (docs/engine.md). None for "
+        "the loop.",
+    )
 
 
 class OpenRLHFRequest(_Strict):

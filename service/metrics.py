@@ -55,6 +55,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "vigor_queue_depth", "Jobs waiting for or running on the engine worker.", registry=r
         )
+        self.version_waits = Gauge(
+            "vigor_version_waits",
+            "Scoring calls waiting for the min_weight_version they asked for.",
+            registry=r,
+        )
         self.staged_bytes = Gauge(
             "vigor_weight_staged_bytes", "Weight bytes held before they are applied.", registry=r
         )
@@ -115,6 +120,7 @@ class Metrics:
         *,
         weight_version: Callable[[], float],
         queue_depth: Callable[[], float],
+        version_waits: Callable[[], float],
         staged_bytes: Callable[[], float],
         ready: Callable[[], bool],
         held_groups: Callable[[], float],
@@ -131,6 +137,7 @@ class Metrics:
         self.groups_incomplete.set_function(groups_incomplete)
         self.weight_version.set_function(weight_version)
         self.queue_depth.set_function(queue_depth)
+        self.version_waits.set_function(version_waits)
         self.staged_bytes.set_function(staged_bytes)
         self.ready.set_function(lambda: 1.0 if ready() else 0.0)
         return self

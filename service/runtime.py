@@ -91,6 +91,7 @@ def watch(
     metrics.watch(
         weight_version=lambda: slot.version if slot.served is not None else -1,
         queue_depth=queue_depth,
+        version_waits=lambda: slot.waiting,
         staged_bytes=lambda: staging.staged_bytes,
         ready=lambda: slot.ready,
         held_groups=lambda: assembler.held_groups,

@@ -46,9 +46,11 @@ class Settings(BaseSettings):
     max_batch_tokens: int | None = Field(
         None,
         gt=0,
-        description="Token budget of one micro-batch (padded length × rows); default "
-        f"{CPU_BATCH_TOKENS} on CPU, {CUDA_BATCH_TOKENS} on CUDA. On CPU larger micro-batches are "
-        "no faster and activation memory grows with them (8192 peaked at 13 GB RSS).",
+        description="Hard token budget of one micro-batch (padded length × rows). Default: each "
+        "micro-batch's measured memory stays at or below what the per-completion loop would hold "
+        f"for the same request, at most {CPU_BATCH_TOKENS} tokens on CPU, {CUDA_BATCH_TOKENS} on "
+        "CUDA (docs/engine.md, 'Micro-batch planning'). On CPU larger micro-batches are no "
+        "faster and activation memory grows with them (8192 peaked at 13 GB RSS).",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass (long sequences)."
@@ -342,8 +344,14 @@ class Settings(BaseSettings):
             return SketchEstimator(kind="sketch", k=self.sketch_k, seed=self.sketch_seed)
         return ExactEstimator(kind="exact")
 
+    @property
+    def batch_budget(self) -> Literal["loop", "tokens"]:
+        """Micro-batches under the loop's memory (the default), or an explicit token budget."""
+        return "loop" if self.max_batch_tokens is None else "tokens"
+
     def batch_tokens_on(self, device_type: str) -> int:
-        """The micro-batch token budget on a device of this type ("cpu" or "cuda")."""
+        """The micro-batch token budget (with the default policy, its ceiling) on a device of
+        this type ("cpu" or "cuda")."""
         if self.max_batch_tokens is not None:
             return self.max_batch_tokens
         return CUDA_BATCH_TOKENS if device_type == "cuda" else CPU_BATCH_TOKENS

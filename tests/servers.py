@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -9,10 +11,54 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
+PATIENCE_S = 30.0  # generous: a loaded 2-core CI machine is slow, never this slow
+
+
+def until(condition: Callable[[], T], what: str, within_s: float = PATIENCE_S, every_s=0.05) -> T:
+    """`condition()`'s first truthy value, polled; fails saying `what` never happened.
+
+    How soon a server reaches a state (a closed connection noticed, a request queued, a timer
+    fired) depends on the machine's load, so tests wait for the state itself, never a sleep."""
+    deadline = time.monotonic() + within_s
+    while not (value := condition()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"never within {within_s:g} s: {what}")
+        time.sleep(every_s)
+    return value
+
+
+async def until_async(condition, what: str, within_s: float = PATIENCE_S, every_s=0.05):
+    """`until` inside an event loop: `condition` may return an awaitable, and the loop runs
+    (the test's own requests go out) between looks."""
+    deadline = time.monotonic() + within_s
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"never within {within_s:g} s: {what}")
+        await asyncio.sleep(every_s)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` in a /metrics text whose labels include `labels`."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def free_port() -> int:

@@ -72,6 +72,8 @@ def test_batch_budget_defaults_by_device_unless_set():
     assert default.batch_tokens_on("cpu") < default.batch_tokens_on("cuda")
     settings, _ = settings_from_args(["--max-batch-tokens", "300"])
     assert settings.batch_tokens_on("cpu") == settings.batch_tokens_on("cuda") == 300
+    # Without the flag the loop's memory caps each micro-batch; with it, the flag is the budget.
+    assert default.batch_budget == "loop" and settings.batch_budget == "tokens"
 
 
 # --- a CLI user's first start, as real `vigor-serve` processes -----------------------------

@@ -6,6 +6,10 @@ per-layer rules in `norms/` turn module inputs and output gradients into per-sam
 
 Exact speed-ups: parameters are frozen for the pass (no weight-gradient GEMMs, no .grad buffers;
 only the embedding output requires grad), and the lm_head runs only at completion positions.
+
+With a `budget` the micro-batches and each one's head choice come from the planner (`plan.py`),
+on the memory this engine measures per token (`footprint.py`); without one, rows are packed
+greedily under max_batch_tokens and the head is always chunked (when it can be).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .footprint import Footprint, cached_footprint, footprint_key, measure
 from .head import (
     DEFAULT_CHUNK_ELEMENTS,
     NotChunkable,
@@ -36,7 +41,9 @@ from .microbatch import (
 )
 from .norms import NormCapture, capturing, plan_norms
 from .norms.checkpointing import checkpointing
+from .norms.linear import LinearLikeRule
 from .norms.sketch import Projections
+from .plan import Planned, Planner, Shapes
 from .reference import only_these_require_grad
 from .signals import accumulation_dtype, compute_signals
 from .types import SequenceScore, Sketch, TokenSequence
@@ -58,12 +65,20 @@ class BatchedEngine:
         force_form: Literal["auto", "ghost", "direct"] = "auto",
         use_reentrant: bool = False,
         head_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        budget: Literal["loop", "tokens"] | None = None,
     ):
+        """`budget`: plan micro-batches by measured memory, capped by the loop's modelled peak
+        ("loop") or by what max_batch_tokens holds ("tokens"); None packs by tokens alone."""
+        if budget not in (None, "loop", "tokens"):
+            raise ValueError(f"budget must be 'loop', 'tokens' or None, not {budget!r}")
         if head_chunk_elements < 0:
             raise ValueError(
                 f"head_chunk_elements must be ≥ 0 (0: unchunked), not {head_chunk_elements}"
             )
         self.max_batch_tokens = max_batch_tokens
+        self.budget = budget
+        self.footprint: Footprint | None = None  # what the last planned call measured
+        self._scored_bytes = 0
         self.head_chunk_elements = head_chunk_elements
         # Model types whose head output is transformed after the lm_head (soft-capping, scaling).
         self._unchunkable: set[type] = set()
@@ -83,15 +98,64 @@ class BatchedEngine:
         temperature: float = 1.0,
         estimator: Sketch | None = None,
     ) -> list[SequenceScore]:
-        args = (model, params, sequences, signals, temperature, estimator)
-        if self.head_chunk_elements and type(model) not in self._unchunkable:
+        fp = None
+        if self.budget is not None and any(s.num_tokens for s in sequences):
+            fp = self.footprint = self._measured(model, params)
+            self._scored_bytes = _nbytes(params)
+        return self._either(model, params, sequences, signals, temperature, fp, True, estimator)
+
+    def describe(self) -> dict[str, int | str | bool]:
+        """The micro-batch policy and its effective numbers (/v1/model)."""
+        out: dict[str, int | str | bool] = {
+            "policy": {"loop": "loop_memory", "tokens": "max_batch_tokens"}.get(
+                self.budget, "max_batch_tokens_greedy"
+            ),
+            "max_batch_tokens": self.max_batch_tokens,
+        }
+        if self.footprint is not None:
+            out |= {
+                "bytes_per_token": self.footprint.bytes_per_token,
+                "logit_bytes_per_token": self.footprint.logit_bytes_per_token,
+                "probe_tokens": self.footprint.probe_tokens,
+                "measured": self.footprint.measured,
+                # With loop_memory a request's cap is this + (both per-token figures) × its
+                # longest sequence: the loop's gradient and its longest sequence.
+                "scored_bytes": self._scored_bytes,
+            }
+        return out
+
+    def _either(self, model, params, sequences, signals, temperature, fp, chunk, estimator=None):
+        args = (model, params, sequences, signals, temperature)
+        if chunk and self.head_chunk_elements and type(model) not in self._unchunkable:
             try:
-                return self._score(*args, chunked=True)
+                return self._score(*args, True, fp, estimator)
             except NotChunkable:
                 self._unchunkable.add(type(model))
-        return self._score(*args, chunked=False)
+        return self._score(*args, False, fp, estimator)
 
-    def _score(self, model, params, sequences, signals, temperature, estimator, chunked):
+    def _measured(self, model, params) -> Footprint:
+        key = footprint_key(model, len(params), self.gradient_checkpointing)
+
+        def probe(prompt: int, completion: int, chunk: bool) -> None:
+            seq = TokenSequence((1,) * prompt, (2,) * completion)
+            self._either(model, params, [seq], (), 1.0, None, chunk)
+
+        return cached_footprint(key, lambda: measure(model, probe, _context(model)))
+
+    def _batches(self, model, params, plan, seqs, chunk, fp) -> list[Planned]:
+        if fp is None:
+            return [Planned(tuple(g), bool(chunk), 0) for g in pack(seqs, self.max_batch_tokens)]
+        planner = Planner(
+            fp,
+            _shapes(model, plan),
+            max_batch_tokens=self.max_batch_tokens,
+            budget=self.budget,
+            scored_bytes=_nbytes(params),
+            chunkable=bool(chunk),
+        )
+        return planner.plan([s.length for s in seqs], [s.num_tokens for s in seqs])
+
+    def _score(self, model, params, sequences, signals, temperature, chunked, fp, estimator=None):
         results = [SequenceScore(None, 0, dict.fromkeys(signals)) for _ in sequences]
         todo = [i for i, s in enumerate(sequences) if s.num_tokens > 0]
         if not todo:
@@ -112,30 +176,66 @@ class BatchedEngine:
             capture = stack.enter_context(
                 capturing(model, plan, self.force_form, estimator, self.projections)
             )
-            chunk = self.head_chunk_elements if chunked and chunkable(model, capture) else 0
+            can_chunk = self.head_chunk_elements if chunked and chunkable(model, capture) else 0
             found: list[torch.Tensor] = []
-            if chunk:
-                head_hooked = True
-                stack.enter_context(bypassed_head(model, batch_ref, found))
-                stack.enter_context(capture.driving(model.get_output_embeddings()))
-            else:
-                head_hooked = stack.enter_context(completion_head(model, batch_ref))
             run = partial(_run, model, capture=capture, signals=signals, temperature=temperature)
-            for group in pack([sequences[i] for i in todo], self.max_batch_tokens):
-                batch_ref[:] = [build_batch([sequences[todo[g]] for g in group], first.device)]
-                for strict in (False, True):
-                    capture.start(batch_ref[0].masks(), acc_dtype, first.device, strict)
+            todo_seqs = [sequences[i] for i in todo]
+            for mb in self._batches(model, params, plan, todo_seqs, can_chunk, fp):
+                chunk = can_chunk if mb.chunked else 0
+                batch_ref[:] = [build_batch([todo_seqs[g] for g in mb.rows], first.device)]
+                with contextlib.ExitStack() as head:
                     if chunk:
-                        scores = run(_chunked_pass(model, batch_ref[0], capture, found, chunk))
+                        head.enter_context(bypassed_head(model, batch_ref, found))
+                        head.enter_context(capture.driving(model.get_output_embeddings()))
                     else:
-                        scores = run(_plain_pass(model, batch_ref[0], head_hooked))
-                    # Non-finite values at padding only ever show up as NaN; then redo the
-                    # micro-batch zeroing padding on both sides of every product.
-                    if all(math.isfinite(s.grad_norm) for s in scores):
-                        break
-                for g, score in zip(group, scores, strict=True):
+                        head_hooked = head.enter_context(completion_head(model, batch_ref))
+                    for strict in (False, True):
+                        capture.start(batch_ref[0].masks(), acc_dtype, first.device, strict)
+                        if chunk:
+                            scores = run(_chunked_pass(model, batch_ref[0], capture, found, chunk))
+                        else:
+                            scores = run(_plain_pass(model, batch_ref[0], head_hooked))
+                        # Non-finite values at padding only ever show up as NaN; then redo the
+                        # micro-batch zeroing padding on both sides of every product.
+                        if all(math.isfinite(s.grad_norm) for s in scores):
+                            break
+                for g, score in zip(mb.rows, scores, strict=True):
                     results[todo[g]] = score
         return results
+
+
+def _nbytes(params: list[torch.nn.Parameter]) -> int:
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+def _context(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 1:
+            return value
+    return 2048
+
+
+def _shapes(model: nn.Module, plan) -> Shapes:
+    """GEMM sizes for the planner's cost model, from the norm plan and the model."""
+    head = model.get_output_embeddings()
+    skip = {id(model.get_input_embeddings()), id(head)}
+    body = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if id(m) not in skip
+        and isinstance(getattr(m, "weight", None), torch.Tensor)
+        and m.weight.dim() == 2
+    )
+    scored, head_scored = [], False
+    for mp in plan.modules:
+        if mp.module is head:
+            head_scored = True
+        elif isinstance(mp.rule, LinearLikeRule):
+            scored.append(mp.rule.dims(mp.module))
+    head_dims = (head.in_features, head.out_features) if isinstance(head, nn.Linear) else None
+    return Shapes(body, tuple(scored), head_dims, head_scored)
 
 
 def _plain_pass(model, batch, head_hooked):

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from .reference import ReferenceEngine
 from .types import NormEngine
 
 
-def make_engine(name: str, *, max_batch_tokens: int, gradient_checkpointing: bool) -> NormEngine:
+def make_engine(
+    name: str,
+    *,
+    max_batch_tokens: int,
+    gradient_checkpointing: bool,
+    budget: Literal["loop", "tokens"] = "tokens",
+) -> NormEngine:
+    """`budget` "loop": micro-batches also capped by the loop's modelled peak memory."""
     if name == "loop":
         return ReferenceEngine()
     if name == "batched":
         from .batched import BatchedEngine
 
         return BatchedEngine(
-            max_batch_tokens=max_batch_tokens, gradient_checkpointing=gradient_checkpointing
+            max_batch_tokens=max_batch_tokens,
+            gradient_checkpointing=gradient_checkpointing,
+            budget=budget,
         )
     raise ValueError(f"unknown engine {name!r} (choose 'batched' or 'loop')")
 

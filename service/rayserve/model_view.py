@@ -25,6 +25,7 @@ def describe(served: ServedModel, max_batch_tokens: int) -> dict:
         "nbytes": sum(p.nbytes for p in served.model.parameters()),
         "adapter": served.adapter,
         "max_batch_tokens": max_batch_tokens,
+        "micro_batches": served.micro_batches(),
     }
 
 
@@ -43,9 +44,13 @@ class ModelView:
         self.max_batch_tokens: int = described["max_batch_tokens"]
         self._parameters = described["num_parameters"]
         self._scored = described["num_scored_parameters"]
+        self._micro_batches = described.get("micro_batches")
 
     def num_parameters(self) -> int:
         return self._parameters
 
     def num_scored_parameters(self) -> int:
         return self._scored
+
+    def micro_batches(self) -> dict[str, int | str | bool] | None:
+        return self._micro_batches

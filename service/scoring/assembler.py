@@ -17,7 +17,9 @@ same answer (a try the server reads after its own retry must not turn the retry 
 group was answered, a retry with that `sample_id` gets the same answer for `ANSWER_KEPT_S`: it
 never opens a new group. Without an id,
 a sample identical to a held one whose caller went away takes over its slot, and a sample
-identical to one that was answered after its caller left gets that answer. A group still
+identical to one that was answered after its caller left gets that answer. Either kind of retry
+that comes while its group is being scored (the rest of the group filled it first) hears that
+group's answer. A group still
 incomplete after its hold time answers its samples with no reward and the reason
 `group_incomplete`, and so does a retry of one of those samples that comes within
 `EXPIRED_KEPT_S` of the last such answer: OpenRLHF retries a failed call five times, 1 s apart,
@@ -91,6 +93,7 @@ class GroupAssembler:
         self.bounds = bounds
         self.hold_s = bounds.hold_s
         self._pending: dict[Key, PendingGroup] = {}
+        self._scoring: dict[Key, list[PendingGroup]] = {}  # complete, their answers not yet in
         # (key, identity) → (answer, when, completion digest): retries answered from the result
         self._answers: dict[tuple, tuple[SampleAnswer, float, bytes]] = {}
         self._expired: dict[tuple, float] = {}  # (key, identity) → when its group expired
@@ -317,10 +320,12 @@ class GroupAssembler:
             self._expired[(key, identity)] = time.monotonic()
             future.set_result(incomplete())
             return future
+        sample = HeldSample(seq, identity, future, held_size(seq), content=content)
+        if self._join_scoring(key, sample, by_id=sample_id is not None):
+            return future
         pending = self._pending.get(key)
         if pending is None:
             pending = self._open(request, group, key, seq)
-        sample = HeldSample(seq, identity, future, held_size(seq), content=content)
         for k, held in enumerate(pending.samples):
             if held.identity == identity and (sample_id is not None or held.caller_gone):
                 sample.earlier = [held, *held.earlier]
@@ -332,10 +337,26 @@ class GroupAssembler:
         self._count(key[0], sample.nbytes, 1)
         if len(pending.samples) == pending.size:
             self._close(pending)
+            self._scoring.setdefault(key, []).append(pending)
             task = loop.create_task(self._score(pending))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return future
+
+    def _join_scoring(self, key: Key, sample: HeldSample, by_id: bool) -> bool:
+        """A retry of a sample whose group is complete but not yet answered hears that answer:
+        the rest of the group can fill it (a caller that left still counts) before the retry
+        arrives, and a new group for the retry would never fill."""
+        for pending in self._scoring.get(key, ()):
+            for held in pending.samples:
+                if held.identity != sample.identity or held.content != sample.content:
+                    continue  # another sample, or its id sent with other text: not its retry
+                if by_id or held.caller_gone:
+                    held.earlier.append(sample)
+                    # The answer has a caller again: not kept for a later identical sample.
+                    held.caller_gone = False
+                    return True
+        return False
 
     def _open(self, request: RewardsRequest, group: Group, key: Key, seq) -> PendingGroup:
         hold_s = group.hold_s or request.hold_s or self.hold_s
@@ -396,6 +417,8 @@ class GroupAssembler:
             for s in samples:
                 s.fail(exc)
             return
+        finally:  # no await from here to the answers below: no retry can fall in between
+            self._done_scoring(pending)
         g = response.groups[0]
         now = time.monotonic()
         for j, s in enumerate(samples):
@@ -412,6 +435,13 @@ class GroupAssembler:
                 self._answers[(pending.key, s.identity)] = (answer, now, s.content)
             s.answer(answer)
         self._forget_old_answers()
+
+    def _done_scoring(self, pending: PendingGroup) -> None:
+        left = [p for p in self._scoring.get(pending.key, []) if p is not pending]
+        if left:
+            self._scoring[pending.key] = left
+        else:
+            self._scoring.pop(pending.key, None)
 
     def _expire(self, pending: PendingGroup) -> None:
         self._close(pending)

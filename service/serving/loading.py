@@ -22,7 +22,10 @@ def load_served(
     if loaded is None:
         loaded = load_model(s.model, cache_dir=s.cache_dir, device=s.device, dtype=s.dtype)
     engine = make_engine(
-        s.engine, max_batch_tokens=max_batch_tokens, gradient_checkpointing=s.gradient_checkpointing
+        s.engine,
+        max_batch_tokens=max_batch_tokens,
+        gradient_checkpointing=s.gradient_checkpointing,
+        budget=s.batch_budget,
     )
     sequence, request = s.max_sequence_tokens, s.max_request_tokens
     model = loaded.model

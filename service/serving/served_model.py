@@ -41,6 +41,8 @@ class ModelFacts(Protocol):
 
     def num_scored_parameters(self) -> int: ...
 
+    def micro_batches(self) -> dict[str, int | str | bool] | None: ...
+
 
 class ServedModel:
     def __init__(
@@ -86,6 +88,11 @@ class ServedModel:
 
     def num_scored_parameters(self) -> int:
         return sum(p.numel() for p in self.scored)
+
+    def micro_batches(self) -> dict[str, int | str | bool] | None:
+        """The batched engine's micro-batch policy and its measured numbers; None for the loop."""
+        describe = getattr(self.engine, "describe", None)
+        return describe() if describe is not None else None
 
     def score(
         self,

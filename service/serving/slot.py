@@ -20,6 +20,7 @@ class ServingSlot:
         self.version = version
         self.load_error: str | None = None
         self.draining = False
+        self.waiting = 0  # requests waiting in wait_for_version (a gauge in /metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Condition | None = None
 
@@ -95,6 +96,7 @@ class ServingSlot:
             return
         if self._changed is None:
             raise RuntimeError("ServingSlot.bind_loop was not called")
+        self.waiting += 1
         try:
             async with self._changed:
                 await asyncio.wait_for(
@@ -106,6 +108,8 @@ class ServingSlot:
                 f"{minimum} (waited {wait_s:g} s)",
                 current_version=self.version,
             ) from None
+        finally:
+            self.waiting -= 1
 
     # --- scoring, on the worker ------------------------------------------------------------
     def score(

@@ -15,6 +15,7 @@ from vigor_service.api.deps import is_loopback
 from vigor_service.app import create_app
 from vigor_service.settings import Settings
 
+from ..servers import until
 from ..tiny_models import tiny_llama
 from ..weights.helpers import (
     admin,
@@ -259,7 +260,9 @@ def test_commit_failure_keeps_the_upload_and_abort_drops_it(base_state, want):
 
 def test_staged_data_expires_and_is_bounded(tmp_path, base_state):
     ckpt = save_checkpoint(base_state, tmp_path / "c")  # ~70 kB
-    with tiny_server(upload_ttl_s=0.3, max_staged_bytes=20_000) as srv:
+    # The TTL must outlast the three requests that touch the upload before it may expire,
+    # each of which can take a while on a loaded machine.
+    with tiny_server(upload_ttl_s=2.0, max_staged_bytes=20_000) as srv:
         r = admin(srv.url, "POST", "/admin/weights/reload", json={"path": str(ckpt)})
         assert "over the bound of 20000" in error(r, 413)["message"]
         uid = admin(srv.url, "POST", "/admin/weights/uploads").json()["upload_id"]
@@ -268,10 +271,11 @@ def test_staged_data_expires_and_is_bounded(tmp_path, base_state):
         big = {k: v for k, v in base_state.items() if "layers.0" in k}
         r = admin(srv.url, "POST", bucket, content=save(big))
         assert "--max-staged-bytes" in error(r, 413)["message"]
-        time.sleep(0.6)  # the expiry timer fires without any further request
-        assert runtime_of(srv).weights.staging.staged_bytes == 0
+        staging = runtime_of(srv).weights.staging  # read directly: a request could sweep it
+        until(lambda: staging.expired == 1, "the expiry timer fired without a request")
+        assert staging.staged_bytes == 0
         r = admin(srv.url, "POST", f"/admin/weights/uploads/{uid}/commit")
-        assert "dropped after 0.3 s" in error(r, 404)["message"]
+        assert "dropped after 2 s" in error(r, 404)["message"]
 
 
 # --- waiting for a version, deadlines, metrics --------------------------------------------
@@ -291,10 +295,14 @@ def test_scoring_waits_for_min_weight_version(base_state):
 
         waiter = threading.Thread(target=score)
         waiter.start()
-        time.sleep(0.3)
+        until(
+            lambda: metric(httpx.get(srv.url + "/metrics").text, "vigor_version_waits") == 1,
+            "the scoring call waiting for version 2",
+        )
         assert push(srv.url, {Q: base_state[Q]}, version=2).is_success
         waiter.join(30)
         assert got["r"].status_code == 200 and got["r"].json()["weight_version"] == 2
+        assert metric(httpx.get(srv.url + "/metrics").text, "vigor_version_waits") == 0
 
 
 def test_a_bad_request_is_refused_before_waiting_for_a_version():
@@ -313,13 +321,20 @@ def test_an_update_that_cannot_start_in_time_answers_504_and_never_lands(tmp_pat
     ckpt = save_checkpoint(perturbed(base_state), tmp_path / "p")
     with tiny_server(admin_timeout_s=0.5) as srv:
         runtime = runtime_of(srv)
-        busy = runtime.worker.submit(time.sleep, 1.5)  # a long scoring pass
+        # A long scoring pass, ended by the test (a fixed length raced the reload under load).
+        gate = threading.Event()
+        busy = runtime.worker.submit(gate.wait, 120)
         t0 = time.monotonic()
-        r = admin(srv.url, "POST", "/admin/weights/reload", json={"path": str(ckpt)})
-        assert time.monotonic() - t0 < 1.4
+        try:
+            r = admin(srv.url, "POST", "/admin/weights/reload", json={"path": str(ckpt)})
+            assert time.monotonic() - t0 < 30  # answered at its deadline, while the pass runs
+        finally:
+            gate.set()
         assert "not applied" in error(r, 504)["message"]
         busy.result()
-        time.sleep(0.1)
+        # The engine thread runs in order: once this no-op ran, a reload queued behind the
+        # long pass would have run too.
+        runtime.worker.submit(lambda: None).result(timeout=30)
         assert runtime.slot.version == 0 and scores(srv.url)[0] == 0
 
 

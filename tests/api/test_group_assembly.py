@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 
 import httpx
 import pytest
 
+from ..servers import metric, until_async
 from ..weights.helpers import runtime_of, tiny_server
 
 PROMPTS = {"a": [1, 2, 3], "b": [4, 5], "c": [6, 7, 8, 9]}
@@ -47,13 +49,19 @@ async def post_all(url: str, bodies: list[dict], timeout: float = 60) -> list[ht
         return await asyncio.gather(*(client.post("/v1/rewards", json=b) for b in bodies))
 
 
-async def until_orphaned(client: httpx.AsyncClient, n: int, within_s: float = 30) -> None:
-    """Waits until /metrics shows n held samples whose caller left; how soon the server notices
-    a closed connection depends on load, so a fixed sleep is a race."""
-    deadline = time.monotonic() + within_s
-    while f"vigor_held_orphans {float(n)}" not in (await client.get("/metrics")).text:
-        assert time.monotonic() < deadline, f"the server never saw {n} caller(s) leave"
-        await asyncio.sleep(0.1)
+async def until_gauge(client: httpx.AsyncClient, gauge: str, n: int, what: str) -> None:
+    """Until /metrics shows `gauge` at n: how soon the server has read a request or noticed a
+    closed connection depends on load, so a fixed sleep is a race."""
+
+    async def reached() -> bool:
+        return metric((await client.get("/metrics")).text, gauge) == n
+
+    await until_async(reached, what)
+
+
+async def until_orphaned(client: httpx.AsyncClient, n: int) -> None:
+    """Until n held samples are known to have lost their caller (a client timeout)."""
+    await until_gauge(client, "vigor_held_orphans", n, f"the server saw {n} caller(s) leave")
 
 
 def test_interleaved_samples_get_their_whole_group_ranks_and_exact_scores():
@@ -84,7 +92,9 @@ def test_the_same_key_twice_forms_two_groups_of_its_size():
 
 def test_a_group_that_never_completes_answers_null_with_a_reason():
     with tiny_server() as srv:
-        bodies = [one_sample("a", j, hold_s=0.5) for j in range(2)]  # 2 of 4 ever arrive
+        # 2 of 4 ever arrive. Sent together, but both must be read within the hold time to
+        # share one group: 2 s is a margin a loaded machine keeps.
+        bodies = [one_sample("a", j, hold_s=2.0) for j in range(2)]
         responses = asyncio.run(post_all(srv.url, bodies))
         for r in responses:
             g = r.json()["groups"][0]
@@ -97,7 +107,7 @@ def test_a_group_that_never_completes_answers_null_with_a_reason():
 def test_a_retry_of_an_expired_sample_hears_so_at_once():
     async def go(url):
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-            await post_all(url, [one_sample("a", j, hold_s=0.5) for j in range(2)])
+            await post_all(url, [one_sample("a", j, hold_s=2.0) for j in range(2)])  # one group
             t0 = time.monotonic()
             # OpenRLHF re-sends a failed sample 1 s later: without the memory of the expiry it
             # would open a new group and wait the whole hold time again, five times over.
@@ -146,10 +156,9 @@ def test_a_try_read_after_its_own_retry_hears_the_same_answer_and_counts_once():
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
             s0 = one_sample("a", 0, sample_ids=["s0"])
             tries = [asyncio.create_task(client.post("/v1/rewards", json=s0)) for _ in range(2)]
-            deadline = time.monotonic() + 30
-            while earlier_tries(srv) < 1:
-                assert time.monotonic() < deadline, "the second try never joined the first's slot"
-                await asyncio.sleep(0.05)
+            await until_async(
+                lambda: earlier_tries(srv) >= 1, "the second try joined the first's slot"
+            )
             rest = [one_sample("a", j, sample_ids=[f"s{j}"]) for j in (1, 2, 3)]
             others = await asyncio.gather(*(client.post("/v1/rewards", json=b) for b in rest))
             return await asyncio.gather(*tries), others
@@ -180,12 +189,57 @@ def test_a_retry_without_sample_ids_takes_the_slot_of_a_caller_that_left():
         assert got == [want["rewards"][j] for j in (1, 0, 2, 3)]
 
 
+@pytest.mark.parametrize("ids", [False, True], ids=["by_content", "by_sample_id"])
+def test_a_retry_that_arrives_while_its_group_is_scored_hears_that_answer(ids):
+    """The rest of a group can complete it (a caller that left still counts) before the retry
+    of the sample that left arrives (under load, or sent at the same time): the retry must hear
+    the group's answer, not open a new group that never fills."""
+
+    def sample(j: int) -> dict:
+        return one_sample("b", j, sample_ids=[f"s{j}"]) if ids else one_sample("b", j)
+
+    def retries_attached(srv) -> int:
+        scoring = runtime_of(srv).pipeline.assembler._scoring.values()
+        return sum(len(s.earlier) for groups in scoring for p in groups for s in p.samples)
+
+    async def go(srv):
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+            with pytest.raises(httpx.TimeoutException):
+                await client.post("/v1/rewards", json=sample(1), timeout=0.5)
+            await until_orphaned(client, 1)
+            gate = threading.Event()
+            runtime_of(srv).worker.submit(gate.wait)  # the engine is busy: scoring waits
+            try:
+                rest = [asyncio.create_task(client.post("/v1/rewards", json=sample(j)))
+                        for j in (0, 2, 3)]  # fmt: skip
+                await until_gauge(client, "vigor_held_samples", 0, "the group closed, to score")
+                retry = asyncio.create_task(client.post("/v1/rewards", json=sample(1)))
+                assembler = runtime_of(srv).pipeline.assembler
+                await until_async(
+                    lambda: retries_attached(srv) or assembler.held_samples,
+                    "the retry read by the server",
+                )
+                assert assembler.held_samples == 0, "the retry opened a new group"
+            finally:
+                gate.set()
+            return await retry, await asyncio.gather(*rest)
+
+    with tiny_server() as srv:
+        want = whole_groups(srv.url)["b"]
+        retry, rest = asyncio.run(go(srv))
+        assert [r.status_code for r in [retry, *rest]] == [200] * 4, retry.text
+        got = [r.json()["groups"][0]["rewards"][0] for r in [retry, *rest]]
+        assert got == [want["rewards"][j] for j in (1, 0, 2, 3)]
+        assembler = runtime_of(srv).pipeline.assembler
+        assert assembler.held_samples == 0 and assembler.held_groups == 0
+
+
 def test_past_the_hold_bound_a_request_is_refused_whole_and_nothing_is_lost():
     async def go(url):
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             held = [asyncio.create_task(client.post("/v1/rewards", json=one_sample("a", j)))
                     for j in range(3)]  # fmt: skip
-            await asyncio.sleep(0.5)
+            await until_gauge(client, "vigor_held_samples", 3, "the first 3 samples held")
             refused = await client.post("/v1/rewards", json=one_sample("c", 0))
             last = await client.post("/v1/rewards", json=one_sample("a", 3))
             return refused, await asyncio.gather(*held), last
@@ -205,7 +259,7 @@ def test_pieces_of_one_key_must_agree():
             first = asyncio.create_task(
                 client.post("/v1/rewards", json=one_sample("a", 0, hold_s=2.0))
             )
-            await asyncio.sleep(0.5)  # held before the second arrives
+            await until_gauge(client, "vigor_held_samples", 1, "the first sample held")
             other = one_sample("a", 1)
             other["groups"][0]["prompt_ids"] = [9, 9]
             return await client.post("/v1/rewards", json=other), await first

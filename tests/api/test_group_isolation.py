@@ -16,7 +16,7 @@ import pytest
 from vigor_client.wire import RUN_KEY_HEADER
 
 from ..weights.helpers import runtime_of, tiny_server
-from .test_group_assembly import COMPLETIONS, PROMPTS, one_sample, whole_groups
+from .test_group_assembly import COMPLETIONS, PROMPTS, one_sample, until_gauge, whole_groups
 
 VICTIM = {RUN_KEY_HEADER: "victim-run"}
 OTHER = {RUN_KEY_HEADER: "other-run"}
@@ -93,7 +93,7 @@ def test_a_sample_with_other_terms_is_refused_and_the_held_group_is_untouched(ch
     async def go(url):
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             first = asyncio.create_task(post(client, one_sample("a", 0), {}))
-            await asyncio.sleep(0.5)  # held before the odd one arrives
+            await until_gauge(client, "vigor_held_samples", 1, "the first sample held")
             odd = one_sample("a", 1)
             for k, v in change.items():
                 (odd["groups"][0] if k in ("group_size", "prompt_ids") else odd)[k] = v
@@ -149,7 +149,7 @@ def test_a_sample_id_sent_again_with_other_text_is_refused():
     async def go(url):
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             first = asyncio.create_task(post(client, one_sample("a", 0, sample_ids=["s0"]), {}))
-            await asyncio.sleep(0.5)
+            await until_gauge(client, "vigor_held_samples", 1, "the first sample held")
             other = one_sample("a", 1, sample_ids=["s0"])  # s0's id, another completion
             refused = await post(client, other, {})
             rest = [post(client, one_sample("a", j, sample_ids=[f"s{j}"]), {}) for j in (1, 2, 3)]

@@ -10,7 +10,7 @@ import torch
 
 from vigor_service.settings import CPU_BATCH_TOKENS, CUDA_BATCH_TOKENS
 
-from ..servers import ProcessServer
+from ..servers import ProcessServer, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -41,22 +41,24 @@ def in_background(fn, *args):
     return thread, out
 
 
+def queue_depth(server) -> float:
+    return metric(httpx.get(server.url + "/metrics", timeout=10).text, "vigor_queue_depth")
+
+
 def wait_busy(server):
     """Until the long request is running on the engine (the queue gauge counts it)."""
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        text = httpx.get(server.url + "/metrics", timeout=10).text
-        if "vigor_queue_depth 1.0" in text or "vigor_queue_depth 2.0" in text:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the long request never reached the engine")
+    until(
+        lambda: queue_depth(server) in (1, 2), "the long request reached the engine", every_s=0.02
+    )
 
 
 def test_full_queue_is_429_with_retry_after_and_deadline_is_504(tight_server):
     long_thread, long_out = in_background(post, tight_server, LONG)
     wait_busy(tight_server)
     queued_thread, queued_out = in_background(post, tight_server, SHORT)
-    time.sleep(0.3)  # now one running, one waiting: the queue (size 1) is full
+    # One running, one waiting: the queue (size 1) is full. The scheduler takes no job from the
+    # queue while the engine runs one, so a depth of 2 is that state.
+    until(lambda: queue_depth(tight_server) == 2, "the short request queued behind the long one")
     r = post(tight_server, SHORT)
     assert r.status_code == 429, r.text
     assert r.json()["error"]["code"] == "overloaded" and int(r.headers["Retry-After"]) >= 1
@@ -111,14 +113,17 @@ def test_sequence_limit_is_422_and_limits_are_reported(tight_server):
 
 
 def test_sigterm_drains_in_flight_work_then_exits(default_model_dir, tmp_path):
-    server = ProcessServer("--drain-timeout-s", "60")
+    # The drain must outlast the long request: on a loaded 2-core machine it took over 60 s.
+    server = ProcessServer("--drain-timeout-s", "300")
     server.start(tmp_path / "server.log")
     try:
         long_thread, long_out = in_background(post, server, LONG)
         wait_busy(server)
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
+        until(
+            lambda: httpx.get(server.url + "/ready", timeout=10).status_code == 503,
+            "/ready answered 503 after SIGTERM",
+        )
         refused = post(server, SHORT, timeout=30)
         assert refused.status_code == 503 and "shutting down" in refused.text
         long_thread.join(300)

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from ..servers import ProcessServer
+from ..servers import ProcessServer, metric, until
 from ..weights.helpers import runtime_of, tiny_server
 
 pytestmark = pytest.mark.slow
@@ -132,7 +132,13 @@ def test_work_for_clients_that_left_is_never_computed():
             srv.url + "/v1/rewards", content=body, headers={"Content-Type": "application/json"}
         )
         assert r.status_code == 200, r.text
-        time.sleep(0.5)
+
+        def answered() -> float:
+            text = httpx.get(srv.url + "/metrics", timeout=30).text
+            return metric(text, "vigor_http_requests_total", route="/v1/rewards")
+
+        # All five answered (the four that left with 499): nothing is left that could be scored.
+        until(lambda: answered() == 5, "all five scoring requests answered")
         assert metrics.completions_scored._value.get() == 2  # the one client still there
 
 

@@ -82,6 +82,7 @@ def test_tokenless_bodies_take_no_memory(server):
         t.start()
     for t in threads:
         t.join(120)
+    assert len(answers) == 8, f"{8 - len(answers)} refused bodies still unanswered after 120 s"
     time.sleep(0.5)
     grown = psutil.Process(server.proc.pid).memory_info().rss - rss
     assert all(a.startswith(b"HTTP/1.1 401") for a in answers), [a[:100] for a in answers]

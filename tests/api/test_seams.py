@@ -140,6 +140,7 @@ def test_real_instances_satisfy_the_protocols():
         served.name, served.engine_name, served.vocab_size, served.max_length,
     )  # fmt: skip
     assert view.num_scored_parameters() == served.num_scored_parameters()
+    assert view.micro_batches() == served.micro_batches()  # None: the loop engine
 
 
 def test_create_app_refuses_a_runtime_that_is_not_one():

@@ -5,7 +5,6 @@ Both serve the tiny chat model in float64, so the same groups score to the same 
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 
 import httpx
@@ -74,16 +73,6 @@ def ledger(ray_app):
     from vigor_service.rayserve.ledger import NAMESPACE, ledger_name
 
     return ray.get_actor(ledger_name(APP_NAME), namespace=NAMESPACE)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} not within {timeout} s")
 
 
 def score(url: str, groups: list[dict], **extra) -> httpx.Response:

@@ -21,7 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save, save_file
 
-from .conftest import ray, score, wait_for
+from ..servers import until
+from .conftest import ray, score
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +139,16 @@ class Clients:
             f.result()
         self._pool.shutdown()
 
+    def until_answered(self, version: int, count: int = 1) -> None:
+        """Until `count` answers at `version` came back: the clients are scoring on it (or one
+        failed: `check` names it)."""
+
+        def answered() -> bool:
+            at = sum(body["weight_version"] == version for _, _, body in self.answers)
+            return bool(self.errors) or at >= count
+
+        until(answered, f"{count} answer(s) at version {version}", within_s=60)
+
     def check(self) -> set[int]:
         """0 errors; every answer at a pushed version, not below the one asked, on its weights."""
         assert not self.errors, self.errors[:5]
@@ -230,14 +241,14 @@ def test_groups_assembled_at_the_ingress(ray_app, reference):
 def test_pushes_under_load_answer_on_one_announced_version(ray_app, reference, ledger):
     with Clients(ray_app, reference) as clients:
         for version in (1, 2, 3):
-            time.sleep(1.0)
+            clients.until_answered(version - 1)  # each push lands under load
             body = reference.add(version)
             assert push(ray_app, body, version)["weight_version"] == version
             clients.announced = version
-        time.sleep(1.0)
+        clients.until_answered(3)
     seen = clients.check()
     assert 3 in seen
-    wait_for(lambda: agreeing(ledger, 2, 3), 30, "both replicas at version 3")
+    until(lambda: agreeing(ledger, 2, 3), "both replicas at version 3", within_s=30, every_s=0.5)
 
 
 def test_killed_replica_is_replaced_at_the_committed_version(ray_app, reference, ledger):
@@ -245,10 +256,20 @@ def test_killed_replica_is_replaced_at_the_committed_version(ray_app, reference,
     assert len(before) == 2
     victim = sorted(before)[0]
     with Clients(ray_app, reference) as clients:
-        time.sleep(1.0)
+        clients.until_answered(3)  # the kill lands under load
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
-        wait_for(lambda: len(replica_names() - before) == 1, 120, "a replacement replica")
-        replicas = wait_for(lambda: agreeing(ledger, 2, 3), 120, "the replacement at version 3")
+        until(
+            lambda: len(replica_names() - before) == 1,
+            "a replacement replica",
+            within_s=120,
+            every_s=0.5,
+        )
+        replicas = until(
+            lambda: agreeing(ledger, 2, 3),
+            "the replacement at version 3",
+            within_s=120,
+            every_s=0.5,
+        )
     assert clients.check() == {3}
     new = (replica_names() - before).pop().removeprefix(REPLICA_PREFIX)
     assert new in replicas
@@ -261,12 +282,14 @@ def test_replica_added_after_two_pushes_serves_the_second(ray_app, reference, le
     for version in (4, 5):
         assert push(ray_app, reference.add(version), version)["weight_version"] == version
     scale(3)
-    replicas = wait_for(lambda: agreeing(ledger, 3, 5), 180, "three replicas at version 5")
+    replicas = until(
+        lambda: agreeing(ledger, 3, 5), "three replicas at version 5", within_s=180, every_s=0.5
+    )
     added = (replica_names() - before).pop().removeprefix(REPLICA_PREFIX)
     assert added in replicas
     assert replica_names() >= before  # added beside the others, none replaced
     with Clients(ray_app, reference, n=6) as clients:
-        time.sleep(3.0)
+        clients.until_answered(5, count=3 * 6)  # three rounds of the six clients, at least
     assert clients.check() == {5}
 
 
@@ -286,7 +309,7 @@ def test_bucketed_upload_and_a_refused_push(ray_app, reference, ledger):
     assert r.json()["tensors"] == len(tensors)
     r = httpx.post(f"{ray_app}/admin/weights/uploads/{upload}/commit", json={"version": 6})
     assert r.status_code == 200 and r.json()["weight_version"] == 6, r.text
-    wait_for(lambda: agreeing(ledger, 3, 6), 60, "three replicas at version 6")
+    until(lambda: agreeing(ledger, 3, 6), "three replicas at version 6", within_s=60, every_s=0.5)
     for got, want in zip(scores_of(ray_app), reference.scores[6], strict=True):
         assert close(got, want)
 
@@ -334,7 +357,12 @@ def test_reload_and_adapter_through_the_ingress(
             want, got = call(plain), call(on_ray)
             assert got.weight_version == want.weight_version, what
             assert got.adapter == want.adapter, what
-            wait_for(lambda v=got.weight_version: agreeing(ledger, n, v), 60, f"{what} everywhere")
+            until(
+                lambda v=got.weight_version: agreeing(ledger, n, v),
+                f"{what} everywhere",
+                within_s=60,
+                every_s=0.5,
+            )
             now = scores_of(ray_app)
             for g, w in zip(now, scores_of(plain_server.url), strict=True):
                 assert close(g, w), what

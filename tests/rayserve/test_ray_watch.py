@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..servers import ProcessServer
-from .conftest import running_ray_app, wait_for
+from ..servers import ProcessServer, until
+from .conftest import running_ray_app
 from .test_ray_serve import agreeing, close, replica_names, scores_of
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -61,7 +61,7 @@ def test_a_step_written_next_to_the_ray_app_is_scored_on_every_replica(
     assert r.status_code == 200, r.text
     assert r.json()["weight_version"] == 3  # the request waited for the step it found
     n = len(replica_names())
-    wait_for(lambda: agreeing(ledger, n, 3), 60, "step 3 on every replica")
+    until(lambda: agreeing(ledger, n, 3), "step 3 on every replica", within_s=60, every_s=0.5)
     got = scores_of(ray_watch_app)
     fresh = ProcessServer("--model", str(path), "--dtype", "float64")
     fresh.start(tmp_path / "fresh.log")

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ..servers import until
 from ..tiny_models import tiny_llama
 from ..weights.helpers import GROUPS, perturbed, save_checkpoint, scores, state, tiny_server
 
@@ -47,15 +48,6 @@ def metric(url: str, name: str) -> float:
     text = httpx.get(url + "/metrics", timeout=30).text
     m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if (value := predicate()) is not None and value is not False:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def safetensors_bytes(sd: dict[str, torch.Tensor], tmp) -> bytes:
@@ -99,7 +91,8 @@ def test_a_slowly_written_step_is_loaded_only_when_complete_and_a_request_waits_
             args=(ckpts / "global_step3_hf", data, 6, 0.4, {"model_type": "llama"}, last),
         )
         writer.start()
-        wait_for(lambda: (ckpts / "global_step3_hf" / "model.safetensors").exists())
+        # Seen by the watcher, not only on disk: the looks below must never find it absent.
+        until(lambda: model_info(srv.url)["watch"]["pending_step"] == 3, "step 3 seen as pending")
         answer: dict = {}
 
         def score_now():
@@ -143,14 +136,14 @@ def test_a_corrupt_or_wrong_model_step_is_a_visible_error_and_the_old_weights_ke
     step1 = weights_of(base, seed=1)
     with tiny_server(base, watch_dir=ckpts, **FAST) as srv:
         save_checkpoint(step1, ckpts / "global_step1_hf")
-        wait_for(lambda: scores(srv.url)[0] == 1, what="step 1")
+        until(lambda: scores(srv.url)[0] == 1, "step 1 served")
         served = scores(srv.url)[1]
         # Another architecture: a hidden size of 16, not 32.
         wrong = tiny_llama(tied=True, dtype=torch.float32)
         wrong_sd = {k: v[..., :16].contiguous() for k, v in state(wrong).items()}
         save_checkpoint(wrong_sd, ckpts / "global_step2_hf")
-        info = wait_for(
-            lambda: (i := model_info(srv.url))["watch"]["failures"] == 1 and i, what="failure"
+        info = until(
+            lambda: (i := model_info(srv.url))["watch"]["failures"] == 1 and i, "step 2 failed"
         )
         assert "step 2" in info["watch"]["last_error"]
         assert "shape" in info["watch"]["last_error"]
@@ -161,13 +154,13 @@ def test_a_corrupt_or_wrong_model_step_is_a_visible_error_and_the_old_weights_ke
         # Bytes that are no safetensors file: refused the same way, step 3.
         (ckpts / "global_step3_hf").mkdir()
         (ckpts / "global_step3_hf" / "model.safetensors").write_bytes(b"\x04" + b"\0" * 7 + b"nope")
-        wait_for(lambda: model_info(srv.url)["watch"]["failures"] == 2, what="second failure")
+        until(lambda: model_info(srv.url)["watch"]["failures"] == 2, "step 3 failed")
         assert scores(srv.url) == (1, served)
 
         # The next good step is loaded: the watcher did not stall on the bad ones.
         step4 = weights_of(base, seed=4)
         save_checkpoint(step4, ckpts / "global_step4_hf")
-        wait_for(lambda: scores(srv.url)[0] == 4, what="step 4")
+        until(lambda: scores(srv.url)[0] == 4, "step 4 served")
         assert scores(srv.url)[1] == pytest.approx(fresh_scores(step4), rel=1e-6)
 
 
@@ -185,7 +178,7 @@ def test_leftovers_of_an_earlier_run_are_skipped_unless_rewritten(base, tmp_path
         new2 = weights_of(base, seed=22)
         shutil.rmtree(ckpts / "global_step2_hf")
         save_checkpoint(new2, ckpts / "global_step2_hf")
-        wait_for(lambda: scores(srv.url)[0] == 2, what="the rewritten step 2")
+        until(lambda: scores(srv.url)[0] == 2, "the rewritten step 2 served")
         assert scores(srv.url)[1] == pytest.approx(fresh_scores(new2), rel=1e-6)
 
 
@@ -197,7 +190,7 @@ def test_load_existing_takes_the_newest_step_and_delete_removes_it(base, tmp_pat
     save_checkpoint(step5, ckpts / "global_step5_hf")
     settings = dict(watch_dir=ckpts, watch_load_existing=True, watch_delete=True, **FAST)
     with tiny_server(base, **settings) as srv:
-        wait_for(lambda: scores(srv.url)[0] == 5, what="step 5")
+        until(lambda: scores(srv.url)[0] == 5, "step 5 served")
         assert scores(srv.url)[1] == pytest.approx(fresh_scores(step5), rel=1e-6)
         assert not (ckpts / "global_step5_hf").exists()
         assert (ckpts / "global_step4_hf").exists()  # older than served: not loaded, kept
@@ -225,7 +218,7 @@ def test_a_step_still_growing_after_the_wait_answers_504_checkpoint_pending(base
         writer = threading.Thread(target=trickle)
         writer.start()
         try:
-            wait_for(lambda: model_info(srv.url)["watch"]["pending_step"] == 9)
+            until(lambda: model_info(srv.url)["watch"]["pending_step"] == 9, "step 9 pending")
             t0 = time.monotonic()
             r = httpx.post(srv.url + "/v1/rewards", json={"groups": GROUPS}, timeout=30)
             waited = time.monotonic() - t0
@@ -247,8 +240,8 @@ def test_a_step_that_stops_incomplete_is_given_up_visibly(base, tmp_path):
         scores(srv.url)
         (ckpts / "global_step6_hf").mkdir()
         (ckpts / "global_step6_hf" / "model.safetensors").write_bytes(data[: len(data) // 2])
-        info = wait_for(
-            lambda: (i := model_info(srv.url))["watch"]["failures"] == 1 and i, what="give-up"
+        info = until(
+            lambda: (i := model_info(srv.url))["watch"]["failures"] == 1 and i, "step 6 given up"
         )
         assert "unchanged" in info["watch"]["last_error"]
         assert "bytes written" in info["watch"]["last_error"]
@@ -256,7 +249,7 @@ def test_a_step_that_stops_incomplete_is_given_up_visibly(base, tmp_path):
         assert scores(srv.url)[0] == 0  # old weights serve; no request waits for it any more
         # The trainer finishes it after all: its files changed, so it is tried again.
         (ckpts / "global_step6_hf" / "model.safetensors").write_bytes(data)
-        wait_for(lambda: scores(srv.url)[0] == 6, what="step 6 once complete")
+        until(lambda: scores(srv.url)[0] == 6, "step 6 served once complete")
 
 
 def test_the_watch_dir_must_lie_under_the_allowed_weights_dir(tmp_path):
@@ -279,14 +272,14 @@ def test_verl_layout_with_its_tracker_file_loads_once_the_tracker_names_the_step
         scores(srv.url)
         save_checkpoint(step2, ckpts / "global_step_2" / "actor" / "huggingface")
         (ckpts / "latest_checkpointed_iteration.txt").write_text("1")
-        info = wait_for(
-            lambda: (i := model_info(srv.url))["watch"]["pending_step"] == 2 and i, what="pending"
+        info = until(
+            lambda: (i := model_info(srv.url))["watch"]["pending_step"] == 2 and i, "step 2 pending"
         )
         assert "latest_checkpointed_iteration.txt names step 1" in info["watch"]["pending_reason"]
         time.sleep(0.3)
         assert model_info(srv.url)["weight_version"] == 0  # complete files, tracker not yet
         (ckpts / "latest_checkpointed_iteration.txt").write_text("2")
-        wait_for(lambda: model_info(srv.url)["weight_version"] == 2, what="step 2")
+        until(lambda: model_info(srv.url)["weight_version"] == 2, "step 2 served")
         assert scores(srv.url)[1] == pytest.approx(fresh_scores(step2), rel=1e-6)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from vigor_client import InvalidRequestError, PermissionDeniedError, VigorClient
 
-from ..servers import ProcessServer
+from ..servers import ProcessServer, until
 
 pytestmark = pytest.mark.slow
 
@@ -193,8 +192,15 @@ def test_concurrent_scoring_during_swaps_never_errors_or_mixes_versions(
     try:
         for i in range(4):
             key = "b" if i % 2 == 0 else "a"
-            which[admin.push_weights(sets[key], progress=False).weight_version] = key
-            time.sleep(0.2)
+            version = admin.push_weights(sets[key], progress=False).weight_version
+            which[version] = key
+            # A score on these weights before the next swap: swaps interleave with scoring
+            # however slow the machine (an error ends the wait; it fails the test below).
+            until(
+                lambda v=version: errors or any(w == v for w, _ in results),
+                f"a score at version {version}",
+                within_s=120,
+            )
     finally:
         done.set()
         for t in threads:

@@ -31,4 +31,5 @@ async def model_info(served: ServedDep, runtime: RuntimeDep) -> ModelInfo:
         estimator=runtime.pipeline.estimator,
         watch=runtime.watcher.status() if runtime.watcher is not None else None,
         staleness=runtime.staleness.status(runtime.slot.version),
+        micro_batches=served.micro_batches(),
     )
