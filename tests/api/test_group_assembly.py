@@ -74,9 +74,12 @@ def test_interleaved_samples_get_their_whole_group_ranks_and_exact_scores():
             assert r.status_code == 200, r.text
             got = r.json()["groups"][0]
             assert got["id"] == k and got["rewards"] == [want[k]["rewards"][j]]
-            assert got["scores"] == [want[k]["scores"][j]]  # same engine pass shape: exact
+            # float32: a group scored alone may be packed into other micro-batch shapes than in
+            # the three-group request (the planner weighs padding), so equal up to rounding.
+            assert got["scores"] == pytest.approx([want[k]["scores"][j]], rel=1e-6)
             assert got["reasons"] == [want[k]["reasons"][j]]
-            assert got["signals"]["entropy_mean"] == [want[k]["signals"]["entropy_mean"][j]]
+            signal = got["signals"]["entropy_mean"]
+            assert signal == pytest.approx([want[k]["signals"]["entropy_mean"][j]], rel=1e-6)
         assert any(r.json()["groups"][0]["reasons"] == ["empty_completion"] for r in responses)
         metrics = httpx.get(srv.url + "/metrics").text
         assert "vigor_held_samples 0.0" in metrics and "vigor_held_groups 0.0" in metrics
