@@ -64,17 +64,21 @@ def instrumented(timers: Timers):
     """Timers around the batched engine's forward, capture hooks and norm rules."""
     saved = (
         batched_module.completion_logits_and_loss,
+        batched_module.chunked_loss,
         NormCapture.forward_hook,
         NormCapture._on_grad,
     )
+    # A micro-batch runs its head unchunked or chunked (the planner decides): either is "forward".
     batched_module.completion_logits_and_loss = timers.wrap("forward", saved[0])
-    NormCapture.forward_hook = timers.wrap("capture", saved[1])
-    NormCapture._on_grad = timers.wrap("norm rules", saved[2])
+    batched_module.chunked_loss = timers.wrap("forward", saved[1])
+    NormCapture.forward_hook = timers.wrap("capture", saved[2])
+    NormCapture._on_grad = timers.wrap("norm rules", saved[3])
     try:
         yield
     finally:
         (
             batched_module.completion_logits_and_loss,
+            batched_module.chunked_loss,
             NormCapture.forward_hook,
             NormCapture._on_grad,
         ) = saved
@@ -110,7 +114,8 @@ def main() -> None:
     params = [p for _, p in scored_parameters(model)]
     budget = args.max_batch_tokens or Settings().batch_tokens_on(model.device.type)
     seqs = _sequences(model.config.vocab_size, g, args.prompt, t, seed=0)
-    engine = BatchedEngine(budget)
+    # As the server builds it: without --max-batch-tokens, micro-batches under the loop's memory.
+    engine = BatchedEngine(budget, budget="tokens" if args.max_batch_tokens else "loop")
 
     runs = {
         "batched": lambda: engine.score(model, params, seqs),
