@@ -327,7 +327,7 @@ class GroupAssembler:
         if pending is None:
             pending = self._open(request, group, key, seq)
         for k, held in enumerate(pending.samples):
-            if held.identity == identity and (sample_id is not None or held.caller_gone):
+            if held.retried_by(sample, by_id=sample_id is not None):
                 sample.earlier = [held, *held.earlier]
                 held.earlier = []
                 pending.samples[k] = sample
@@ -349,9 +349,7 @@ class GroupAssembler:
         arrives, and a new group for the retry would never fill."""
         for pending in self._scoring.get(key, ()):
             for held in pending.samples:
-                if held.identity != sample.identity or held.content != sample.content:
-                    continue  # another sample, or its id sent with other text: not its retry
-                if by_id or held.caller_gone:
+                if held.retried_by(sample, by_id):
                     held.earlier.append(sample)
                     # The answer has a caller again: not kept for a later identical sample.
                     held.caller_gone = False

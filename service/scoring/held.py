@@ -65,6 +65,12 @@ class HeldSample:
     # server reads late (after its retry) neither counts twice nor turns the retry away.
     earlier: list[HeldSample] = field(default_factory=list)
 
+    def retried_by(self, other: HeldSample, by_id: bool) -> bool:
+        """`other` is a retry of this sample: the same identity and completion, and known by
+        its sample_id or sent after this sample's caller left."""
+        same = self.identity == other.identity and self.content == other.content
+        return same and (by_id or self.caller_gone)
+
     def answer(self, answer: SampleAnswer) -> None:
         for s in (self, *self.earlier):
             if not s.future.done():
