@@ -61,12 +61,7 @@ def chunked_loss(
     model: nn.Module, batch: MicroBatch, capture: NormCapture, found: list, elements: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, S, d) completion head inputs and Σ_i ℓ_i, the sum of each row's own mean NLL."""
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
+    out = model(**batch.model_inputs())
     if not found or out.logits is not found[0]:
         raise NotChunkable
     h = found.pop()

@@ -1,8 +1,9 @@
 """Micro-batches for the batched engine: packing, right padding, and the completion-only loss.
 
-Each row gets positions 0..n−1 of its own and an attention mask over its padding, so a row's
-numbers never depend on its company. The loss is Σ_i ℓ_i, each row's own mean NLL: rows do not
-interact, so the gradient reaching row i of any module output is ∂ℓ_i/∂out_i.
+Each row gets positions 0..n−1 of its own and is right-padded, so under the causal mask a row's
+numbers never depend on its company (no padding mask is needed: `MicroBatch.model_inputs`). The
+loss is Σ_i ℓ_i, each row's own mean NLL: rows do not interact, so the gradient reaching
+row i of any module output is ∂ℓ_i/∂out_i.
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ class MicroBatch:
     head_index: torch.Tensor  # (B, S) positions whose hidden state predicts a completion token
     targets: torch.Tensor  # (B, S) completion ids, IGNORE past a row's end
     num_tokens: torch.Tensor  # (B,) completion lengths T_i
+
+    def model_inputs(self) -> dict[str, torch.Tensor | bool | None]:
+        """What the model is called with: ids and positions, and no attention mask.
+
+        Rows are right-padded, so under the causal mask a real token only ever attends to
+        earlier, real tokens of its own row: its numbers are the same with or without the
+        padding mask. Padded positions then attend to their row's real tokens instead of being
+        masked, but nothing reads them (the loss, the head and every norm rule skip padding),
+        and no gradient reaches them. Passing no mask lets SDPA take its causal kernel, which
+        skips the upper triangle; a padding mask forces an explicit (B, 1, L, L) mask and the
+        full product (fwd + bwd 13% slower at 2 × 712 tokens, 4.5% at 8 × 200, one CPU thread).
+        """
+        return {"input_ids": self.input_ids, "position_ids": self.position_ids, "use_cache": False}
 
     def masks(self) -> dict[tuple[int, int], torch.Tensor | None]:
         """Masks by the (batch, positions) shape of a module input; None where nothing is padded."""
@@ -119,13 +133,7 @@ def completion_logits_and_loss(
     model: nn.Module, batch: MicroBatch, head_hooked: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, S, V) completion logits and Σ_i ℓ_i, the sum of each row's own mean NLL."""
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
-    logits = out.logits
+    logits = model(**batch.model_inputs()).logits
     if not head_hooked:
         logits = logits.gather(1, batch.head_index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
     if logits.shape[:2] != batch.targets.shape:
