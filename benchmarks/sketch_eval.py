@@ -96,6 +96,14 @@ def auroc(scores: list[list[float]], labels: list[list[float]]) -> float:
     return pooled_auroc([count_pairs(s, y) for s, y in zip(scores, labels, strict=True)])
 
 
+def auroc_interval(scores: list[list[float]], labels: list[list[float]]) -> tuple[float, float]:
+    """95% bootstrap interval over groups, seeded: every estimator gets the same resamples."""
+    from vigor_client.eval.metrics import bootstrap_interval, count_pairs, pooled_auroc
+
+    counts = [count_pairs(s, y) for s, y in zip(scores, labels, strict=True)]
+    return bootstrap_interval(counts, pooled_auroc, samples=2000, seed=0)
+
+
 def _split(flat: list, groups) -> list[list]:
     out, k = [], 0
     for g in groups:
@@ -165,6 +173,7 @@ def summarize(parts: list[dict]) -> dict:
         rows[name] = {
             "agree": agreement(sc, ex),
             "auroc": auroc(sc, first["labels"]),
+            "auroc_95": auroc_interval(sc, first["labels"]),
             "median_rel_err": rel[len(rel) // 2],
             "wall_s": r["wall_s"],
             "cpu_s": r["cpu_s"],
@@ -253,18 +262,30 @@ def norm_work(model, n: int, ks: list[int], rounds: int) -> dict:
 
 
 def report(
-    ev: dict | None, speed: list[dict], args, started: str, load: tuple, work: list | None = None
+    ev: dict | None,
+    speed: list[dict],
+    args,
+    started: str,
+    load: tuple,
+    work: list | None = None,
+    merged: int = 0,
 ) -> str:
     from engine_speed import machine
 
+    where = (
+        f"Merged from {merged} part files (`--json` outputs): each row's times are its own "
+        "part run's, on the machine and at the load that run recorded (`run` in its file)."
+        if merged
+        else f"Machine: {machine()}. Started {started} UTC; load average at start "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min), shared with other work: "
+        "wall seconds are noisy, CPU seconds of this process less so."
+    )
     lines = [
         "# Sketched gradient-norm estimator vs exact (benchmarks/sketch_eval.py)",
         "",
         f"Command: `python benchmarks/sketch_eval.py {' '.join(sys.argv[1:])}`".rstrip(),
         "",
-        f"Machine: {machine()}. Started {started} UTC; load average at start "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min), shared with other work: "
-        "wall seconds are noisy, CPU seconds of this process less so.",
+        where,
         "",
         f"Default model (SmolLM2-135M-Instruct), float32, batched engine, "
         f"max_batch_tokens={args.max_batch_tokens}.",
@@ -275,18 +296,20 @@ def report(
             f"## Rank agreement and AUROC: {ev['groups']} GSM8K groups × G=4 "
             f"({ev['sequences']} completions, {ev['pairs']} within-group pairs)",
             "",
-            "| estimator | pairs ordered as exact | AUROC (score vs `correct`) "
-            "| median rel. error of ‖g‖ | wall s | CPU s |",
-            "|---|---|---|---|---|---|",
+            "| estimator | pairs ordered as exact | pairs flipped | AUROC (score vs `correct`) "
+            "| AUROC 95% (bootstrap over groups) | median rel. error of ‖g‖ | wall s | CPU s |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, r in ev["rows"].items():
             label = {"exact": "exact", "bf16": "exact, the reference's way (bf16 sums)"}.get(
                 name, f"sketch {name}"
             )
             err = f"{r['median_rel_err']:.2e}"
+            flipped = round((1 - r["agree"]) * ev["pairs"])
+            lo, hi = r["auroc_95"]
             lines.append(
-                f"| {label} | {r['agree']:.3f} | {r['auroc']:.3f} | {err} "
-                f"| {r['wall_s']:.0f} | {r['cpu_s']:.0f} |"
+                f"| {label} | {r['agree']:.3f} | {flipped} | {r['auroc']:.3f} | {lo:.3f}–{hi:.3f} "
+                f"| {err} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} |"
             )
         lines.append("")
     if speed:
@@ -355,7 +378,7 @@ def main() -> None:
     load = os.getloadavg()
     if args.merge:
         ev = summarize([json.loads(Path(p).read_text()) for p in args.merge])
-        text = report(ev, [], args, started, load)
+        text = report(ev, [], args, started, load, merged=len(args.merge))
     else:
         if args.threads:
             import torch
@@ -367,8 +390,11 @@ def main() -> None:
         ks = args.speed_ks
         work = [norm_work(loaded.model, n, ks, args.rounds) for n in args.norm_work]
         if args.json:
+            from engine_speed import machine
+
+            run = {"machine": machine(), "started": started, "load": load, "argv": sys.argv[1:]}
             Path(args.json).write_text(
-                json.dumps({**(parts or {}), "speed": speed, "norm_work": work})
+                json.dumps({**(parts or {}), "speed": speed, "norm_work": work, "run": run})
             )
         ev = summarize([parts]) if parts and "exact" in parts["norms"] else None
         text = report(ev, speed, args, started, load, work)
