@@ -3,9 +3,10 @@
     python benchmarks/engine_profile.py                 # the target config, G=8, P=70, T=128
     python benchmarks/engine_profile.py --config 16x64 --output benchmarks/results/x.md
 
-One process, one model, the same sequences for all three; the fastest of --repeats warm calls
-of each. The batched engine is split by timers around its own pieces (torch runs synchronously
-on the CPU, so wall time inside a hook is the hook's compute):
+One process, one model, the same sequences for all three; --repeats rounds of one warm call
+of each, interleaved, the fastest kept (every call is printed too). The batched engine is split
+by timers around its own pieces (torch runs synchronously on the CPU, so wall time inside a hook
+is the hook's compute):
 
 - forward: the model's forward at all positions plus the completion-only lm_head and loss;
 - capture: the forward hooks (kept inputs, the activation Grams of the ghost form);
@@ -84,17 +85,23 @@ def instrumented(timers: Timers):
         ) = saved
 
 
-def best_of(repeats: int, fn) -> tuple[float, dict[str, float]]:
-    best = (float("inf"), {})
+def timed_once(fn) -> tuple[float, dict[str, float]]:
+    timers = Timers()
+    with instrumented(timers):
+        start = time.perf_counter()
+        fn()
+        total = time.perf_counter() - start
+    return total, dict(timers.totals)
+
+
+def interleaved(repeats: int, runs: dict) -> dict[str, list[tuple[float, dict[str, float]]]]:
+    """Every engine once per round, round after round: a slow spell on a shared machine lands
+    on all of them alike instead of on whichever ran then."""
+    calls: dict[str, list] = {name: [] for name in runs}
     for _ in range(repeats):
-        timers = Timers()
-        with instrumented(timers):
-            start = time.perf_counter()
-            fn()
-            total = time.perf_counter() - start
-        if total < best[0]:
-            best = (total, dict(timers.totals))
-    return best
+        for name, fn in runs.items():
+            calls[name].append(timed_once(fn))
+    return calls
 
 
 def main() -> None:
@@ -124,7 +131,10 @@ def main() -> None:
     }
     for run in runs.values():
         run()  # warm
-    timed = {name: best_of(args.repeats, run) for name, run in runs.items()}
+    calls = interleaved(args.repeats, runs)
+    timed = {name: min(c, key=lambda x: x[0]) for name, c in calls.items()}
+    rounds = [" / ".join(f"{calls[n][r][0]:.2f}" for n in runs) for r in range(args.repeats)]
+    per_round_ratio = [calls["batched"][r][0] / calls["loop"][r][0] for r in range(args.repeats)]
 
     total, parts = timed["batched"]
     fwd, cap, rules = parts["forward"], parts["capture"], parts["norm rules"]
@@ -141,7 +151,7 @@ def main() -> None:
         "",
         f"Machine: {machine()}. Default model, {str(model.dtype).removeprefix('torch.')} on "
         f"{model.device}, max_batch_tokens={budget}; fastest of {args.repeats} warm calls each, "
-        "one process. Command: `python benchmarks/engine_profile.py "
+        "interleaved, one process. Command: `python benchmarks/engine_profile.py "
         f"--config {args.config} --prompt {args.prompt}`.",
         "",
         "| batched engine, part | seconds | share |",
@@ -157,6 +167,9 @@ def main() -> None:
         "",
         f"loop / batched = {loop / total:.2f}×; loop / floor = {loop / floor:.2f}× is the most "
         "any exact engine built on this forward and input backward could reach here.",
+        "",
+        f"Every call, round by round ({' / '.join(runs)} s): " + "; ".join(rounds) + ". "
+        "Batched / loop per round: " + ", ".join(f"{x:.3f}" for x in per_round_ratio) + ".",
         "",
     ]
     text = "\n".join(lines)
