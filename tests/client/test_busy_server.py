@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,11 +30,11 @@ def one_slot_server(default_model_dir, tmp_path_factory):
 
 def group(seed: int) -> dict:
     rng = random.Random(seed)
-    # Long enough that scoring outlasts the 1 s Retry-After the server gives a refused call
-    # (so refused calls come back while it is still busy), short enough for a loaded CPU.
+    # Long enough that a pass outlasts the six calls' arrival (so most find the queue full) and
+    # refused calls come back while the server is still busy; short enough for a loaded CPU.
     return {
-        "prompt_ids": [rng.randrange(10, 1000) for _ in range(16)],
-        "completion_ids": [[rng.randrange(10, 1000) for _ in range(16)] for _ in range(2)],
+        "prompt_ids": [rng.randrange(10, 1000) for _ in range(32)],
+        "completion_ids": [[rng.randrange(10, 1000) for _ in range(64)] for _ in range(2)],
     }
 
 
@@ -53,9 +54,14 @@ def test_six_calls_at_once_against_a_queue_of_one_all_succeed(one_slot_server):
         client.score([group(99)], shaping="none")
     warm = refusals(url)
 
+    # All six are sent together: on a quiet machine a pass takes well under a second, and calls
+    # staggered by thread start-up and connection set-up would find the queue free again.
+    together = threading.Barrier(6, timeout=60)
+
     def call(seed: int):
         # The default retry policy; a long read timeout, for a CPU shared with other work.
         with VigorClient(url, timeout=300) as client:
+            together.wait()
             t0 = time.monotonic()
             result = client.score([group(seed)], shaping="none")
             print(f"call {seed}: {time.monotonic() - t0:.1f} s")
@@ -65,4 +71,6 @@ def test_six_calls_at_once_against_a_queue_of_one_all_succeed(one_slot_server):
         results = list(pool.map(call, range(6)))
     assert [len(r.groups[0].scores) for r in results] == [2] * 6
     assert all(s is not None for r in results for s in r.groups[0].scores)
-    assert refusals(url) - warm >= 3  # the server was busy: most calls were refused at first
+    refused = refusals(url) - warm
+    print(f"refused {refused:.0f} times")
+    assert refused >= 3  # the server was busy: most calls were refused at first

@@ -272,10 +272,15 @@ def test_verl_layout_with_its_tracker_file_loads_once_the_tracker_names_the_step
         scores(srv.url)
         save_checkpoint(step2, ckpts / "global_step_2" / "actor" / "huggingface")
         (ckpts / "latest_checkpointed_iteration.txt").write_text("1")
-        info = until(
-            lambda: (i := model_info(srv.url))["watch"]["pending_step"] == 2 and i, "step 2 pending"
+        # A poll may first see step 2 half-written ("no model.safetensors yet"); what must follow
+        # is step 2 held back by the tracker alone, and never loaded while the tracker says 1.
+        until(
+            lambda: (
+                (w := model_info(srv.url)["watch"])["pending_step"] == 2
+                and "latest_checkpointed_iteration.txt names step 1" in (w["pending_reason"] or "")
+            ),
+            "step 2 pending on the tracker",
         )
-        assert "latest_checkpointed_iteration.txt names step 1" in info["watch"]["pending_reason"]
         time.sleep(0.3)
         assert model_info(srv.url)["weight_version"] == 0  # complete files, tracker not yet
         (ckpts / "latest_checkpointed_iteration.txt").write_text("2")
