@@ -317,10 +317,8 @@ def report(
         lines += [
             "## Speed: sketch vs exact, synthetic ids, one call each, same process",
             "",
-            "| config | " + " | ".join(f"{n} wall s (CPU s)" for n in names) + " | "
-            + " | ".join(f"exact / {n}" for n in names[1:]) + " |",
-            "|---|" + "---|" * (2 * len(names) - 1),
-        ]  # fmt: skip
+            *_against_exact_header("config", names, "wall s (CPU s)"),
+        ]
         for row in speed:
             cells = [f"{row[n]['wall_s']:.1f} ({row[n]['cpu_s']:.1f})" for n in names]
             ratios = [
@@ -338,10 +336,8 @@ def report(
             "Random operands of the model's shapes, CPU seconds, best of the rounds (interleaved);",
             "exact is the cheaper of the ghost and direct forms, as the engine picks.",
             "",
-            "| tokens | " + " | ".join(f"{n} CPU s" for n in names) + " | "
-            + " | ".join(f"exact / {n}" for n in names[1:]) + " |",
-            "|---|" + "---|" * (2 * len(names) - 1),
-        ]  # fmt: skip
+            *_against_exact_header("tokens", names, "CPU s"),
+        ]
         for row in work:
             c = row["cpu_s"]
             cells = [f"{c[n]:.2f}" for n in names]
@@ -349,6 +345,12 @@ def report(
             lines.append(f"| {row['tokens']} | " + " | ".join(cells + ratios) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _against_exact_header(first: str, names: list[str], unit: str) -> list[str]:
+    """A table's two header lines: `first`, each estimator's figure, then exact / each other."""
+    cells = [first, *(f"{n} {unit}" for n in names), *(f"exact / {n}" for n in names[1:])]
+    return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
 
 
 def main() -> None:
