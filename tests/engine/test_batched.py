@@ -143,3 +143,23 @@ def test_matches_reference_engine_norms_and_signals():
                 assert g.signals[n] is None
             else:
                 assert g.signals[n] == pytest.approx(w.signals[n], rel=1e-9, abs=1e-12)
+
+
+def test_sliding_window_model_in_padded_micro_batches_matches_naive():
+    """No padding mask is passed (MicroBatch.model_inputs): a model whose attention mask is more
+    than causal (Mistral, window 4, shorter than most rows) must still see only its own row."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from ..tiny_models import VOCAB
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        sliding_window=4, attn_implementation="sdpa",
+    )  # fmt: skip
+    model = MistralForCausalLM(config).to(torch.float64).eval()
+    seqs = flatten(random_groups(3, prompt_lens=(5, 3), completion_lens=((4, 7, 0, 1), (9,))))
+    engine = BatchedEngine(max_batch_tokens=4096)
+    assert len(pack([s for s in seqs if s.num_tokens], 4096)) == 1  # padded rows, one pass
+    assert max_rel_err(score(model, seqs, engine), naive(model, seqs)) <= 1e-9
