@@ -58,7 +58,14 @@ async def send(url: str, bodies: list[dict], headers: dict | None = None) -> lis
         except httpx.TimeoutException:
             return None
 
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5, connect=30)) as client:
+    # A fresh connection per request: a pooled one that sat idle while its chunk's held requests
+    # waited out their 5 s can be closed by uvicorn's 5 s keep-alive timer just as the next
+    # chunk reuses it, and a POST on it fails with ReadError (one CI run in three).
+    async with httpx.AsyncClient(
+        base_url=url,
+        timeout=httpx.Timeout(5, connect=30),
+        limits=httpx.Limits(max_keepalive_connections=0),
+    ) as client:
         out = []
         for chunk in range(0, len(bodies), 4):  # a few at a time: 4 MiB bodies on 2 cores
             out += await asyncio.gather(*(one(client, b) for b in bodies[chunk : chunk + 4]))
