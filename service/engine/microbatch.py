@@ -32,7 +32,7 @@ class MicroBatch:
     targets: torch.Tensor  # (B, S) completion ids, IGNORE past a row's end
     num_tokens: torch.Tensor  # (B,) completion lengths T_i
 
-    def model_inputs(self) -> dict[str, torch.Tensor | bool | None]:
+    def model_inputs(self) -> dict[str, torch.Tensor | bool]:
         """What the model is called with: ids and positions, and no attention mask.
 
         Rows are right-padded, so under the causal mask a real token only ever attends to

@@ -11,7 +11,7 @@ from vigor_service.engine.norms import gram
 from vigor_service.engine.reference import ReferenceEngine
 from vigor_service.engine.types import TokenSequence
 
-from ..tiny_models import TINY_MODELS, random_groups, tiny_llama, tiny_qwen2
+from ..tiny_models import TINY_MODELS, VOCAB, random_groups, tiny_llama, tiny_qwen2
 from .helpers import GPT2, flatten, max_rel_err, naive, score
 
 MODELS = {**TINY_MODELS, **GPT2}
@@ -149,8 +149,6 @@ def test_sliding_window_model_in_padded_micro_batches_matches_naive():
     """No padding mask is passed (MicroBatch.model_inputs): a model whose attention mask is more
     than causal (Mistral, window 4, shorter than most rows) must still see only its own row."""
     from transformers import MistralConfig, MistralForCausalLM
-
-    from ..tiny_models import VOCAB
 
     torch.manual_seed(0)
     config = MistralConfig(
