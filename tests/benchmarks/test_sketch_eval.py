@@ -35,7 +35,7 @@ def test_agreement_counts_pairs_in_the_same_strict_order():
     )
 
 
-def test_summary_of_merged_parts(tmp_path):
+def test_summary_of_merged_parts():
     parts = [_part("exact", EXACT), _part("k=32", [2.0, 1.0, 3.0, 5.0, 4.0])]
     summary = sketch_eval.summarize(parts)
     assert (summary["groups"], summary["sequences"], summary["pairs"]) == (2, 5, 4)
@@ -59,7 +59,7 @@ def test_parts_of_different_groups_are_refused():
         sketch_eval.summarize([_part("exact", EXACT), other])
 
 
-def test_the_committed_parts_merge(tmp_path):
+def test_the_committed_parts_merge():
     """The results table's part files still load and summarize under today's code."""
     folder = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "sketch_eval_cpu"
     parts = [json.loads(p.read_text()) for p in sorted(folder.glob("r_*.json"))]
